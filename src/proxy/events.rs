@@ -1,0 +1,199 @@
+//! A stream the proxy makes itself (WebSocket origin -> SSE client): translated events pass
+//! through a bounded, byte-counted channel from the upstream task to this response body, which
+//! adds the `retry:` field, heartbeats and the drain, as passthrough does.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::sse::{drain_retry, Heartbeat};
+use super::stream::{StreamLog, StreamState};
+use super::websocket::Overflow;
+use crate::metrics::{CloseReason, Direction};
+use crate::sse::encoder;
+use crate::upstream::BoxError;
+
+const OPEN: u8 = 0;
+const CLEAN_END: u8 = 1;
+const FAILED: u8 = 2;
+const SLOW: u8 = 3;
+
+/// The upstream task's end of the channel.
+pub struct EventSender {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    end: Arc<AtomicU8>,
+}
+
+impl EventSender {
+    /// Queues one whole event; past `client_buffer` queued bytes the client is to be cut.
+    pub fn push(&self, event: Bytes) -> Result<(), Overflow> {
+        let len = event.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.limit {
+            self.end.store(SLOW, Ordering::Release);
+            return Err(Overflow);
+        }
+        self.tx.try_send(event).map_err(|_| {
+            self.end.store(SLOW, Ordering::Release);
+            Overflow
+        })
+    }
+
+    /// Resolves when the client's body is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// The upstream ended cleanly: the client's response ends cleanly after what is queued.
+    pub fn finish(self) {
+        let _ = self
+            .end
+            .compare_exchange(OPEN, CLEAN_END, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The upstream failed: the client's response is aborted so `EventSource` reconnects.
+    pub fn fail(self) {
+        let _ = self
+            .end
+            .compare_exchange(OPEN, FAILED, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of a translated event stream.
+    pub struct EventStreamBody {
+        rx: mpsc::Receiver<Bytes>,
+        queued: Arc<AtomicUsize>,
+        end: Arc<AtomicU8>,
+        prefix: Option<Bytes>,
+        heartbeat: Option<Heartbeat>,
+        drain: Pin<Box<WaitForCancellationFutureOwned>>,
+        retry: Option<Duration>,
+        log: StreamLog,
+    }
+}
+
+/// Settings of a translated stream.
+pub struct StreamOptions {
+    pub retry: Option<Duration>,
+    pub heartbeat: Option<Heartbeat>,
+    pub client_buffer: usize,
+}
+
+/// A channel whose receiving end is the client's response body; `first` is written at once
+/// (after the `retry:` field).
+pub fn channel(
+    options: StreamOptions,
+    first: Bytes,
+    drain: WaitForCancellationFutureOwned,
+    log: StreamLog,
+) -> (EventSender, EventStreamBody) {
+    let (tx, rx) = mpsc::channel(256);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let end = Arc::new(AtomicU8::new(OPEN));
+    let mut prefix = BytesMut::new();
+    if let Some(retry) = options.retry {
+        encoder::retry_field(&mut prefix, retry.as_millis() as u64);
+    }
+    prefix.extend_from_slice(&first);
+    let sender = EventSender {
+        tx,
+        queued: queued.clone(),
+        limit: options.client_buffer,
+        end: end.clone(),
+    };
+    let body = EventStreamBody {
+        rx,
+        queued,
+        end,
+        prefix: Some(prefix.freeze()),
+        heartbeat: options.heartbeat,
+        drain: Box::pin(drain),
+        retry: options.retry,
+        log,
+    };
+    (sender, body)
+}
+
+impl Body for EventStreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            if let Some(h) = this.heartbeat.as_mut() {
+                h.wrote();
+            }
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if this.log.is_closed() {
+            return Poll::Ready(None);
+        }
+        if this.log.state() == StreamState::Open && this.drain.as_mut().poll(cx).is_ready() {
+            // Every queued item is a whole event, so any point is a boundary.
+            this.log.close(CloseReason::Shutdown);
+            let mut out = BytesMut::new();
+            encoder::retry_field(&mut out, drain_retry(*this.retry));
+            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                this.queued.fetch_sub(event.len(), Ordering::AcqRel);
+                this.log.forwarded(Direction::Down, 1, event.len() as u64);
+                if let Some(h) = this.heartbeat.as_mut() {
+                    h.wrote();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(event))));
+            }
+            Poll::Ready(None) => {
+                return match this.end.load(Ordering::Acquire) {
+                    CLEAN_END => {
+                        this.log.close(CloseReason::UpstreamEnd);
+                        Poll::Ready(None)
+                    }
+                    SLOW => {
+                        this.log.close(CloseReason::SlowClient);
+                        Poll::Ready(Some(Err("client too slow; stream cut".into())))
+                    }
+                    _ => {
+                        this.log.close(CloseReason::UpstreamError);
+                        Poll::Ready(Some(Err("upstream failed; stream aborted".into())))
+                    }
+                };
+            }
+            Poll::Pending => {}
+        }
+        let Some(heartbeat) = this.heartbeat.as_mut() else {
+            return Poll::Pending;
+        };
+        if heartbeat.poll_due(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let mut out = BytesMut::new();
+        encoder::heartbeat(&mut out, heartbeat.padding());
+        heartbeat.wrote();
+        this.log.metrics().heartbeat();
+        Poll::Ready(Some(Ok(Frame::data(out.freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

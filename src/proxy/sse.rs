@@ -1,0 +1,247 @@
+//! SSE passthrough: the upstream's bytes reach the client as they come, untouched, while a
+//! boundary tracker watches where events end so that heartbeats, the `retry:` field and the
+//! drain on shutdown only ever land between events (SPEC 3, SPEC 10 "Event boundaries").
+//!
+//! This body never buffers: each upstream chunk is handed to hyper as it is, and nothing is
+//! read from the upstream until hyper asks for more, so a slow client holds back its own
+//! upstream and nobody else's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::stream::{StreamLog, StreamState};
+use crate::metrics::{CloseReason, Direction};
+use crate::sse::boundary::{BomFilter, BoundaryTracker};
+use crate::sse::encoder;
+use crate::upstream::BoxError;
+
+/// Heartbeat settings and timer of one stream.
+pub struct Heartbeat {
+    every: Duration,
+    padding: usize,
+    timer: Pin<Box<Sleep>>,
+    last_write: Instant,
+}
+
+impl Heartbeat {
+    pub fn new(every: Duration, padding: usize) -> Self {
+        let now = Instant::now();
+        Heartbeat {
+            every,
+            padding,
+            timer: Box::pin(tokio::time::sleep_until(now + every)),
+            last_write: now,
+        }
+    }
+
+    pub fn padding(&self) -> usize {
+        self.padding
+    }
+
+    pub fn wrote(&mut self) {
+        self.last_write = Instant::now();
+    }
+
+    /// Ready when nothing has been written for `every`. The timer is only moved when it fires,
+    /// so a busy stream costs one clock read per chunk, not a timer update.
+    pub fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_write + self.every;
+            if Instant::now() >= due {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
+
+    /// Waits another interval (used when the heartbeat is due inside an event).
+    fn postpone(&mut self, cx: &mut Context<'_>) {
+        self.timer.as_mut().reset(Instant::now() + self.every);
+        let _ = self.timer.as_mut().poll(cx);
+    }
+}
+
+/// The `retry:` value sent when draining: the route's retry (or 3 s) plus up to as much again
+/// (at least 5 s) of jitter, so that reconnects spread out instead of arriving as one storm.
+pub fn drain_retry(base: Option<Duration>) -> u64 {
+    let base = base.map_or(3000, |d| d.as_millis() as u64);
+    let spread = base.max(5000);
+    let mut bytes = [0u8; 8];
+    let jitter = match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes) % spread,
+        Err(_) => spread / 2,
+    };
+    base + jitter
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of an SSE passthrough stream.
+    pub struct SsePassthrough {
+        #[pin]
+        upstream: Incoming,
+        tracker: BoundaryTracker,
+        // Present until the upstream's first bytes are known.
+        bom: Option<BomFilter>,
+        // Whether the proxy wrote anything (retry, heartbeat) before the upstream's first byte.
+        wrote_first: bool,
+        prefix: Option<Bytes>,
+        heartbeat: Option<Heartbeat>,
+        drain: Pin<Box<WaitForCancellationFutureOwned>>,
+        retry: Option<Duration>,
+        log: StreamLog,
+    }
+}
+
+impl SsePassthrough {
+    pub fn new(
+        upstream: Incoming,
+        retry: Option<Duration>,
+        heartbeat: Option<Heartbeat>,
+        drain: WaitForCancellationFutureOwned,
+        log: StreamLog,
+    ) -> Self {
+        let prefix = retry.map(|r| {
+            let mut out = BytesMut::new();
+            encoder::retry_field(&mut out, r.as_millis() as u64);
+            out.freeze()
+        });
+        SsePassthrough {
+            upstream,
+            tracker: BoundaryTracker::new(),
+            bom: Some(BomFilter::new()),
+            wrote_first: false,
+            prefix,
+            heartbeat,
+            drain: Box::pin(drain),
+            retry,
+            log,
+        }
+    }
+}
+
+impl Body for SsePassthrough {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            wrote(this.heartbeat);
+            *this.wrote_first = true;
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        loop {
+            if this.log.is_closed() {
+                return Poll::Ready(None);
+            }
+            if this.log.state() == StreamState::Open && this.drain.as_mut().poll(cx).is_ready() {
+                this.log.drain();
+            }
+            if this.log.state() == StreamState::Draining && this.tracker.at_boundary() {
+                this.log.close(CloseReason::Shutdown);
+                let mut out = BytesMut::new();
+                encoder::retry_field(&mut out, drain_retry(*this.retry));
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+            match this.upstream.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let data = strip_bom(this.bom, *this.wrote_first, data);
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let events = this.tracker.feed(&data) as u64;
+                    this.log
+                        .forwarded(Direction::Down, events, data.len() as u64);
+                    wrote(this.heartbeat);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    tracing::warn!(error = %err, "upstream failed mid-stream; aborting the client's response");
+                    this.log
+                        .metrics()
+                        .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                    this.log.close(CloseReason::UpstreamError);
+                    return Poll::Ready(Some(Err(Box::new(err))));
+                }
+                Poll::Ready(None) => {
+                    this.log.close(CloseReason::UpstreamEnd);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {}
+            }
+            let Some(heartbeat) = this.heartbeat.as_mut() else {
+                return Poll::Pending;
+            };
+            if heartbeat.poll_due(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if !this.tracker.at_boundary() {
+                heartbeat.postpone(cx);
+                return Poll::Pending;
+            }
+            let mut out = BytesMut::with_capacity(heartbeat.padding.max(3));
+            encoder::heartbeat(&mut out, heartbeat.padding);
+            heartbeat.wrote();
+            this.log.metrics().heartbeat();
+            *this.wrote_first = true;
+            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+fn wrote(heartbeat: &mut Option<Heartbeat>) {
+    if let Some(h) = heartbeat.as_mut() {
+        h.wrote();
+    }
+}
+
+/// Drops a leading BOM when the proxy wrote something before the upstream's first byte
+/// (SPEC 10); otherwise the BOM passes like any byte. Zero-copy except in the rare case of a
+/// BOM-like prefix split across chunks that turns out not to be a BOM.
+fn strip_bom(filter: &mut Option<BomFilter>, wrote_first: bool, data: Bytes) -> Bytes {
+    let Some(f) = filter.as_mut() else {
+        return data;
+    };
+    if !wrote_first && !f.is_holding() {
+        *filter = None;
+        return data;
+    }
+    let out = f.filter(&data);
+    let result = if out.held.is_empty() {
+        data.slice_ref(out.rest)
+    } else {
+        let mut joined = BytesMut::with_capacity(out.len());
+        joined.extend_from_slice(out.held);
+        joined.extend_from_slice(out.rest);
+        joined.freeze()
+    };
+    if !f.is_holding() {
+        *filter = None;
+    }
+    result
+}

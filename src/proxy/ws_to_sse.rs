@@ -1,0 +1,241 @@
+//! WebSocket origin -> SSE client (SPEC 4.1): the proxy opens the upstream WebSocket for each
+//! SSE client, sends the `on_connect` messages, and turns every message into one event. The
+//! stream starts with a `bridge` event naming the back channel.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::backchannel::{send_path, SessionGuard};
+use super::events::{self, EventSender, StreamOptions};
+use super::headers::{self, LAST_EVENT_ID};
+use super::sse::Heartbeat;
+use super::stream::StreamLog;
+use super::translate::{self, Translated};
+use super::websocket::{self, close_message, Keepalive};
+use super::ws::{handshake_headers, ping};
+use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
+use crate::config::BinaryMode;
+use crate::metrics::StreamKind;
+use crate::upstream::{self, UpstreamWs};
+
+/// Messages waiting for the upstream from the back channel.
+const BACK_CHANNEL_DEPTH: usize = 64;
+
+pub async fn serve(
+    proxy: &Arc<Proxy>,
+    route: Arc<RouteState>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    suffix: &str,
+) -> Response<ProxyBody> {
+    let settings = &route.route.settings;
+    let target = match super::http::target(&route, suffix, req.uri().query(), req.headers()) {
+        Ok(t) => t,
+        Err(status) => return error_response(status, "invalid request target"),
+    };
+    let mut upstream_headers = handshake_headers(&route, &conn, &req);
+    if let Some(id) = &target.last_event_id {
+        upstream_headers.insert(LAST_EVENT_ID, id.clone());
+    }
+    let connected = upstream::connect_ws(
+        &target.uri,
+        upstream_headers,
+        route.ws_tls.clone(),
+        settings.connect_timeout,
+        websocket::ws_config(settings),
+    )
+    .await;
+    let (mut upstream, _) = match connected {
+        Ok(c) => c,
+        Err(err) => return upstream_failed(&route, err),
+    };
+    for template in &settings.on_connect {
+        let message = translate::fill_template(
+            template,
+            |name| query_value(&req, name),
+            |name| header_value(&req, name),
+        );
+        if let Err(err) = futures_util::SinkExt::send(&mut upstream, Message::text(message)).await {
+            let err = upstream::UpstreamError::Handshake(format!("sending on_connect: {err}"));
+            return upstream_failed(&route, err);
+        }
+    }
+    let (back_tx, back_rx) = mpsc::channel(BACK_CHANNEL_DEPTH);
+    let session = match proxy.sessions.open(route.name.clone(), back_tx) {
+        Ok(s) => s,
+        Err(_) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no randomness for a session id",
+            )
+        }
+    };
+    let mut first = BytesMut::new();
+    let bridge = serde_json::json!({ "session": session.id(), "send": send_path(&route.route.path, session.id()) });
+    translate::raw_event(
+        &mut first,
+        Some(&settings.bridge_event),
+        &bridge.to_string(),
+    );
+    let log = StreamLog::open(
+        route.name.clone(),
+        StreamKind::WsToSse,
+        route.metrics.clone(),
+        conn.cut.clone(),
+    );
+    let options = StreamOptions {
+        retry: settings.retry,
+        heartbeat: settings
+            .heartbeat
+            .map(|every| Heartbeat::new(every, settings.heartbeat_padding)),
+        client_buffer: settings.client_buffer,
+    };
+    let (sender, body) = events::channel(
+        options,
+        first.freeze(),
+        proxy.drain.clone().cancelled_owned(),
+        log,
+    );
+    let task_proxy = proxy.clone();
+    let task_route = route.clone();
+    proxy.tasks.spawn(async move {
+        pump(
+            &task_proxy,
+            &task_route,
+            &conn,
+            upstream,
+            sender,
+            back_rx,
+            session,
+        )
+        .await;
+    });
+    let mut response = Response::new(http_body_util::BodyExt::boxed_unsync(body));
+    *response.headers_mut() = headers::event_stream_headers();
+    response
+}
+
+fn query_value<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = super::http::percent_decode(k)?;
+        (k == name.as_bytes()).then(|| {
+            super::http::percent_decode(v).map(|v| String::from_utf8_lossy(&v).into_owned())
+        })?
+    })
+}
+
+fn header_value<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let name = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Reads the upstream WebSocket into the client's event channel and writes back-channel
+/// messages upstream, until one side ends.
+async fn pump(
+    proxy: &Proxy,
+    route: &RouteState,
+    conn: &ConnInfo,
+    upstream: UpstreamWs,
+    events: EventSender,
+    mut back: mpsc::Receiver<Message>,
+    session: SessionGuard,
+) {
+    let settings = &route.route.settings;
+    let (upstream_sink, mut upstream_stream) = upstream.split();
+    let (to_upstream, writer) =
+        websocket::spawn_writer(upstream_sink, settings.max_message * 2, &proxy.tasks);
+    let mut alive = Keepalive::new(settings.ws_ping);
+    let mut scratch = BytesMut::new();
+    let ending: Ending = loop {
+        tokio::select! {
+            _ = proxy.drain.cancelled() => {
+                let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
+                break Ending::Clean;
+            }
+            _ = events.closed() => {
+                let _ = to_upstream.push(close_message(CloseCode::Normal, "client gone"));
+                break Ending::Clean;
+            }
+            Some(message) = back.recv() => {
+                if to_upstream.push(message).is_err() {
+                    tracing::warn!(route = %route.name, "upstream not taking back-channel messages; closing");
+                    break Ending::Failed;
+                }
+            }
+            msg = upstream_stream.next() => {
+                alive.seen();
+                let event = match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if translate::message_to_event(&mut scratch, &text, settings.format) == Translated::SentRaw {
+                            route.metrics.translation_error();
+                        }
+                        scratch.split().freeze()
+                    }
+                    Some(Ok(Message::Binary(data))) => match settings.binary {
+                        BinaryMode::Base64 => {
+                            use base64::Engine as _;
+                            let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+                            translate::raw_event(&mut scratch, Some("binary"), &encoded);
+                            scratch.split().freeze()
+                        }
+                        BinaryMode::Drop => continue,
+                        BinaryMode::Close => {
+                            let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
+                            break Ending::Clean;
+                        }
+                    },
+                    Some(Ok(Message::Close(_))) => break Ending::Clean,
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => {
+                        tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
+                        route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                        break Ending::Failed;
+                    }
+                    None => {
+                        tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
+                        route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                        break Ending::Failed;
+                    }
+                };
+                if events.push(event).is_err() {
+                    tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
+                    conn.kill.cancel();
+                    let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
+                    break Ending::Slow;
+                }
+            }
+            _ = tokio::time::sleep_until(alive.deadline()) => {
+                if ping(&mut alive, &to_upstream) {
+                    to_upstream.abort();
+                    tracing::warn!(route = %route.name, "upstream stopped answering pings");
+                    break Ending::Failed;
+                }
+            }
+        }
+    };
+    drop(session);
+    match ending {
+        Ending::Clean => events.finish(),
+        Ending::Failed => events.fail(),
+        Ending::Slow => drop(events),
+    }
+    drop(to_upstream);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+enum Ending {
+    Clean,
+    Failed,
+    Slow,
+}

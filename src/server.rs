@@ -1,0 +1,502 @@
+//! Listeners, the accept loop, HTTP/1.1 + HTTP/2 connections, limits and graceful shutdown.
+//!
+//! One cancellation tree: the `shutdown` token given to [`serve`] stops the accept loops and
+//! starts the drain (streams end at an event boundary, connections close when idle); after
+//! `drain_timeout` a second token drops whatever is left. Every connection task is tracked.
+//! The accept loop never stops on an error: it logs, backs off and keeps accepting.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::config::{Config, Limits};
+use crate::io::{ClientIo, ClientStream, ConnGuard, CutFlag};
+use crate::metrics::{LimitKind, Metrics};
+use crate::proxy::{error_response, ConnInfo, Proxy, Table};
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("reload cannot change listeners (restart to add, remove or re-bind them)")]
+    ListenersChanged,
+}
+
+/// The connection counts behind `max_connections` and `max_connections_per_ip`.
+pub struct ConnCounters {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnCounters {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        ConnCounters {
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Takes a place for a new connection from `ip`, or says which limit refuses it.
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Result<ConnGuard, LimitKind> {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        if limits.max_connections.is_some_and(|max| total > max) {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(LimitKind::MaxConnections);
+        }
+        {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let count = per_ip.entry(ip).or_insert(0);
+            if limits
+                .max_connections_per_ip
+                .is_some_and(|max| *count >= max)
+            {
+                drop(per_ip);
+                self.total.fetch_sub(1, Ordering::Relaxed);
+                return Err(LimitKind::MaxConnectionsPerIp);
+            }
+            *count += 1;
+        }
+        self.metrics.connection_opened();
+        Ok(ConnGuard::new(self.clone(), ip))
+    }
+
+    pub(crate) fn release(&self, ip: IpAddr) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        drop(per_ip);
+        self.metrics.connection_closed();
+    }
+}
+
+/// One listener's TLS configuration, swapped on reload.
+type TlsSlot = Arc<RwLock<Arc<ServerConfig>>>;
+
+struct Shared {
+    proxy: Arc<Proxy>,
+    counters: Arc<ConnCounters>,
+    tracker: TaskTracker,
+}
+
+/// A running proxy.
+pub struct Running {
+    local_addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    binds: Vec<SocketAddr>,
+    tls_slots: Vec<Option<TlsSlot>>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    drain_timeout: Arc<AtomicU64>,
+    accept_tasks: TaskTracker,
+}
+
+impl Running {
+    /// The bound address of each listener, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.proxy.metrics
+    }
+
+    /// Applies a new configuration without dropping open streams: routes, route settings,
+    /// limits and certificates. Nothing changes unless all of it is valid.
+    pub fn reload(&self, config: &Config) -> Result<(), ServeError> {
+        let binds: Vec<SocketAddr> = config.listeners.iter().map(|l| l.bind).collect();
+        let tls_changed = config
+            .listeners
+            .iter()
+            .zip(&self.tls_slots)
+            .any(|(l, slot)| l.tls.is_some() != slot.is_some());
+        if binds != self.binds || tls_changed {
+            return Err(ServeError::ListenersChanged);
+        }
+        let table = Table::build(config, &self.shared.proxy.metrics)?;
+        let tls_configs = config
+            .listeners
+            .iter()
+            .map(|l| {
+                l.tls
+                    .as_ref()
+                    .map(|t| tls::server_config(&t.certs))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (slot, new) in self.tls_slots.iter().zip(tls_configs) {
+            if let (Some(slot), Some(new)) = (slot, new) {
+                *slot.write().unwrap_or_else(|e| e.into_inner()) = new;
+            }
+        }
+        self.shared.proxy.replace_table(table);
+        self.drain_timeout
+            .store(config.drain_timeout.as_millis() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits for the shutdown token, then drains: open connections get `drain_timeout` to
+    /// finish before they are dropped.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.accept_tasks.close();
+        self.accept_tasks.wait().await;
+        let connections = &self.shared.tracker;
+        let streams = &self.shared.proxy.tasks;
+        connections.close();
+        streams.close();
+        let drain = Duration::from_millis(self.drain_timeout.load(Ordering::Relaxed));
+        tracing::info!(connections = connections.len(), streams = streams.len(), drain_timeout = ?drain, "draining");
+        let all_done = async {
+            connections.wait().await;
+            streams.wait().await;
+        };
+        if tokio::time::timeout(drain, all_done).await.is_err() {
+            tracing::warn!(
+                left = connections.len() + streams.len(),
+                "drain timeout reached; dropping what is left"
+            );
+            self.shared.proxy.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                connections.wait().await;
+                streams.wait().await;
+            })
+            .await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts every listener of `config` and returns once they are bound.
+pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Running, ServeError> {
+    let metrics = Arc::new(Metrics::default());
+    let table = Table::build(config, &metrics)?;
+    let proxy = Arc::new(Proxy::new(table, metrics.clone(), shutdown.clone()));
+    let shared = Arc::new(Shared {
+        proxy,
+        counters: Arc::new(ConnCounters::new(metrics.clone())),
+        tracker: TaskTracker::new(),
+    });
+    let accept_tasks = TaskTracker::new();
+    let mut local_addrs = Vec::new();
+    let mut tls_slots = Vec::new();
+    for listener_config in &config.listeners {
+        let listener = TcpListener::bind(listener_config.bind)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: listener_config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: listener_config.bind,
+            source,
+        })?;
+        let slot = match &listener_config.tls {
+            Some(t) => Some(Arc::new(RwLock::new(tls::server_config(&t.certs)?))),
+            None => None,
+        };
+        tracing::info!(%addr, tls = slot.is_some(), "listening");
+        local_addrs.push(addr);
+        tls_slots.push(slot.clone());
+        accept_tasks.spawn(accept_loop(
+            listener,
+            slot,
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let admin_addr = match &config.admin {
+        Some(admin) => {
+            Some(admin::start(admin.bind, metrics, shutdown.clone(), &accept_tasks).await?)
+        }
+        None => None,
+    };
+    Ok(Running {
+        local_addrs,
+        admin_addr,
+        binds: config.listeners.iter().map(|l| l.bind).collect(),
+        tls_slots,
+        shared,
+        shutdown,
+        drain_timeout: Arc::new(AtomicU64::new(config.drain_timeout.as_millis() as u64)),
+        accept_tasks,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsSlot>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let tls = tls
+                    .as_ref()
+                    .map(|slot| slot.read().unwrap_or_else(|e| e.into_inner()).clone());
+                let task_shared = shared.clone();
+                shared
+                    .tracker
+                    .spawn(connection(tcp, peer, tls, task_shared));
+            }
+            Err(err) => {
+                // EMFILE, ENFILE, ENOBUFS...: open streams are untouched; wait a little for
+                // descriptors to come free instead of spinning.
+                tracing::error!(error = %err, "accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerConfig>>,
+    shared: Arc<Shared>,
+) {
+    let limits = shared.proxy.limits();
+    let _ = tcp.set_nodelay(true);
+    let slot = shared.counters.acquire(peer.ip(), &limits);
+    let accepted_at = Instant::now();
+    let stream = match tls {
+        None => ClientStream::Plain(tcp),
+        Some(config) => {
+            let handshake = TlsAcceptor::from(config).accept(tcp);
+            match tokio::time::timeout(limits.header_timeout, handshake).await {
+                Ok(Ok(stream)) => ClientStream::Tls(Box::new(stream)),
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let scheme = if matches!(stream, ClientStream::Tls(_)) {
+        "https"
+    } else {
+        "http"
+    };
+    let cut = Arc::new(CutFlag::default());
+    let (guard, rejection) = match slot {
+        Ok(guard) => (Some(guard), None),
+        Err(limit) => {
+            shared.proxy.metrics.limit_rejected(limit);
+            tracing::warn!(%peer, limit = limit.as_str(), "connection refused by limit");
+            (None, Some(limit))
+        }
+    };
+    let io = ClientIo::new(stream, limits.send_timeout, cut.clone(), guard);
+    let kill = CancellationToken::new();
+    let conn_info = Arc::new(ConnInfo {
+        peer,
+        scheme,
+        cut,
+        authority: None,
+        kill: kill.clone(),
+    });
+    let activity = Arc::new(Activity::new(accepted_at));
+    let proxy = shared.proxy.clone();
+    let service_activity = activity.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let in_flight = service_activity.start();
+        let proxy = proxy.clone();
+        let conn_info = conn_info.clone();
+        async move {
+            let response = match rejection {
+                Some(limit) => reject(limit),
+                None => proxy
+                    .handle(conn_info, req)
+                    .await
+                    .unwrap_or_else(|e| match e {}),
+            };
+            Ok::<_, std::convert::Infallible>(response.map(|body| InFlightBody {
+                inner: body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_size.max(8192))
+        .max_headers(100)
+        .keep_alive(rejection.is_none());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_size as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(1000);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let drain = shared.proxy.drain.clone();
+    let mut draining = false;
+    loop {
+        let deadline = activity.deadline(&limits);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = shared.proxy.hard_stop.cancelled() => return,
+            _ = kill.cancelled() => return,
+            _ = activity.ended.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                if activity.expired(&limits) {
+                    tracing::debug!(%peer, "closing idle connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn reject(limit: LimitKind) -> http::Response<crate::proxy::ProxyBody> {
+    let status = match limit {
+        LimitKind::MaxConnectionsPerIp => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = error_response(status, "too many connections");
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
+/// Request activity of one connection, for `header_timeout` (counted from accept, until the
+/// first request) and `keepalive_timeout` (idle between requests).
+struct Activity {
+    accepted_at: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    /// Milliseconds after `accepted_at` when the last request finished.
+    idle_since_ms: AtomicU64,
+    /// Wakes the connection task when a request ends, to re-arm its idle deadline.
+    ended: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(accepted_at: Instant) -> Self {
+        Activity {
+            accepted_at,
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn deadline(&self, limits: &Limits) -> Instant {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            // Re-checked when the request ends; a long stream keeps its connection.
+            return Instant::now() + limits.keepalive_timeout.max(limits.header_timeout);
+        }
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return self.accepted_at + limits.header_timeout;
+        }
+        self.accepted_at
+            + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+            + limits.keepalive_timeout
+    }
+
+    fn expired(&self, limits: &Limits) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.deadline(limits)
+    }
+}
+
+/// Marks a request in flight until its response body is done or dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = activity.accepted_at.elapsed().as_millis() as u64;
+        activity.idle_since_ms.store(now, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        activity.ended.notify_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight.
+    struct InFlightBody {
+        #[pin]
+        inner: crate::proxy::ProxyBody,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = crate::upstream::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

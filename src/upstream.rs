@@ -1,0 +1,211 @@
+//! Connecting to origins: one pooled HTTP client per route (HTTP/1.1 over TCP or TLS), with the
+//! whole connect (TCP and TLS handshake) bounded by the route's `connect_timeout`.
+//!
+//! Errors are classified here, once, into [`UpstreamError`]; `proxy::error` maps them to a
+//! status or close code.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::ClientConfig;
+
+use crate::metrics::UpstreamErrorKind;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// A streamed request body on its way to an origin.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type HttpClient = Client<TimeoutConnector<HttpsConnector<HttpConnector>>, UpstreamBody>;
+
+/// Why an origin could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream connect timed out")]
+    Timeout,
+    #[error("upstream handshake failed: {0}")]
+    Handshake(String),
+    #[error("upstream protocol error: {0}")]
+    Protocol(String),
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Connect(_) => UpstreamErrorKind::Connect,
+            UpstreamError::Timeout => UpstreamErrorKind::Timeout,
+            UpstreamError::Handshake(_) => UpstreamErrorKind::Handshake,
+            UpstreamError::Protocol(_) => UpstreamErrorKind::Protocol,
+        }
+    }
+
+    /// Classifies an error of the HTTP client.
+    pub fn from_client(err: hyper_util::client::legacy::Error) -> Self {
+        if !err.is_connect() {
+            return UpstreamError::Protocol(chain(&err));
+        }
+        let mut source: Option<&(dyn StdError + 'static)> = err.source();
+        while let Some(e) = source {
+            if e.is::<ConnectTimeout>() {
+                return UpstreamError::Timeout;
+            }
+            if e.is::<rustls::Error>() {
+                return UpstreamError::Handshake(e.to_string());
+            }
+            source = e.source();
+        }
+        UpstreamError::Connect(chain(&err))
+    }
+}
+
+/// The error message and its causes on one line.
+pub fn chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out after {0:?}")]
+pub struct ConnectTimeout(Duration);
+
+/// Bounds a whole connect (TCP and TLS handshake) by one deadline.
+#[derive(Clone)]
+pub struct TimeoutConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower_service::Service<Uri> for TimeoutConnector<C>
+where
+    C: tower_service::Service<Uri> + Send,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let timeout = self.timeout;
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimeout(timeout)) as BoxError),
+            }
+        })
+    }
+}
+
+/// A pooled client for one route's HTTP origin.
+pub fn http_client(tls: Arc<ClientConfig>, connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let connector = TimeoutConnector {
+        inner: https,
+        timeout: connect_timeout,
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// A connection to a WebSocket origin, cleartext or TLS.
+pub type UpstreamStream = tokio_util::either::Either<
+    tokio::net::TcpStream,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+>;
+pub type UpstreamWs = tokio_tungstenite::WebSocketStream<UpstreamStream>;
+
+/// Opens a WebSocket to `url` (`ws` or `wss`), sending `headers` with the handshake. The TCP
+/// connect, TLS handshake and WebSocket handshake together are bounded by `timeout`.
+pub async fn connect_ws(
+    url: &Uri,
+    headers: http::HeaderMap,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> Result<(UpstreamWs, http::HeaderMap), UpstreamError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_util::either::Either;
+
+    let host = url
+        .host()
+        .ok_or_else(|| UpstreamError::Connect("upstream URL has no host".to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let connecting = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| UpstreamError::Connect(format!("{host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match tls {
+            None => Either::Left(tcp),
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+                Either::Right(tls)
+            }
+        };
+        let mut request = url
+            .clone()
+            .into_client_request()
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+        for (name, value) in &headers {
+            request.headers_mut().append(name, value.clone());
+        }
+        let (ws, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(|e| match e {
+                    tokio_tungstenite::tungstenite::Error::Http(r) => UpstreamError::Handshake(
+                        format!("origin answered {} instead of upgrading", r.status()),
+                    ),
+                    other => UpstreamError::Handshake(other.to_string()),
+                })?;
+        Ok((ws, response.headers().clone()))
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+}
