@@ -162,7 +162,9 @@ fn demo(listen: SocketAddr) -> anyhow::Result<Option<ssebridge::config::ConfigEr
         let shutdown = CancellationToken::new();
         let running = ssebridge::demo::start(listen, shutdown.clone()).await?;
         let proxy = running.local_addrs().first().copied().unwrap_or(listen);
-        tracing::info!("demo ready: open http://{proxy}/ or run: curl -N http://{proxy}/events");
+        tracing::info!(
+            "demo ready: open http://{proxy}/ in a browser, or run: curl -N http://{proxy}/events"
+        );
         stop_signal(shutdown).await?;
         running.wait().await;
         Ok(None)
