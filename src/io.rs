@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use crate::server::ConnCounters;
+use crate::strict::{RequestWatcher, Verdict};
 
 /// A client socket, cleartext or TLS.
 pub enum ClientStream {
@@ -121,16 +122,22 @@ pin_project! {
         stall: Option<Pin<Box<Sleep>>>,
         stalled: bool,
         cut: Arc<CutFlag>,
+        // Watches HTTP/1.1 request framing ahead of hyper; gone once it has nothing to watch.
+        watcher: Option<Box<RequestWatcher>>,
+        // A refusal the watcher made: the answer still to write, and how much is written.
+        refusal: Option<(Vec<u8>, usize)>,
         _guard: Option<ConnGuard>,
     }
 }
 
 impl ClientIo {
+    /// `max_head` bounds what the strict HTTP/1.1 watcher holds (the header size limit).
     pub fn new(
         inner: ClientStream,
         send_timeout: Duration,
         cut: Arc<CutFlag>,
         guard: Option<ConnGuard>,
+        max_head: usize,
     ) -> Self {
         ClientIo {
             inner,
@@ -138,9 +145,41 @@ impl ClientIo {
             stall: None,
             stalled: false,
             cut,
+            watcher: Some(Box::new(RequestWatcher::new(max_head))),
+            refusal: None,
             _guard: guard,
         }
     }
+}
+
+/// The whole answer to a request the watcher refused; the connection closes after it.
+fn refusal_response(status: u16, reason: &str) -> Vec<u8> {
+    let phrase = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Bad Request");
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Writes what is left of a refusal, then shuts the write side; Ready when all is done.
+fn poll_refusal(
+    mut inner: Pin<&mut ClientStream>,
+    refusal: &mut (Vec<u8>, usize),
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while refusal.1 < refusal.0.len() {
+        let n = ready!(inner.as_mut().poll_write(cx, &refusal.0[refusal.1..]))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        refusal.1 += n;
+    }
+    inner.poll_shutdown(cx)
 }
 
 /// Arms the stall timer on the first pending write and fails the write once it fires.
@@ -166,8 +205,12 @@ fn check_stall(
 }
 
 macro_rules! guarded_write {
-    ($self:ident, $cx:ident, $inner:ident => $call:expr) => {{
+    ($self:ident, $cx:ident, $inner:ident => $call:expr, $swallowed:expr) => {{
         let this = $self.project();
+        if this.refusal.is_some() {
+            // After a refusal the proxy owns the connection's output: hyper's writes go nowhere.
+            return Poll::Ready(Ok($swallowed));
+        }
         let $inner = this.inner;
         match $call {
             Poll::Pending => {
@@ -194,7 +237,33 @@ impl AsyncRead for ClientIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let mut this = self.project();
+        if let Some(refusal) = this.refusal.as_mut() {
+            // hyper sees the end of the stream; the refusal goes out as the connection closes.
+            let _ = poll_refusal(this.inner.as_mut(), refusal, cx);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(this.inner.as_mut().poll_read(cx, buf))?;
+        let Some(watcher) = this.watcher.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match watcher.feed(&buf.filled()[before..]) {
+            Verdict::Pass => {
+                if watcher.is_done() {
+                    *this.watcher = None;
+                }
+            }
+            Verdict::Reject(status, reason) => {
+                tracing::info!(status, reason, "refused a malformed HTTP/1.1 request");
+                buf.set_filled(before);
+                *this.watcher = None;
+                let mut refusal = (refusal_response(status, reason), 0);
+                let _ = poll_refusal(this.inner.as_mut(), &mut refusal, cx);
+                *this.refusal = Some(refusal);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -204,22 +273,26 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        guarded_write!(self, cx, inner => inner.poll_write(cx, buf))
+        guarded_write!(self, cx, inner => inner.poll_write(cx, buf), buf.len())
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        guarded_write!(self, cx, inner => inner.poll_write_vectored(cx, bufs))
+        guarded_write!(self, cx, inner => inner.poll_write_vectored(cx, bufs), bufs.iter().map(|b| b.len()).sum())
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        guarded_write!(self, cx, inner => inner.poll_flush(cx))
+        guarded_write!(self, cx, inner => inner.poll_flush(cx), ())
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let mut this = self.project();
+        match this.refusal.as_mut() {
+            Some(refusal) => poll_refusal(this.inner.as_mut(), refusal, cx),
+            None => this.inner.poll_shutdown(cx),
+        }
     }
 }

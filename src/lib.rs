@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod strict;
 pub mod tls;
 pub mod upstream;
 

@@ -324,7 +324,13 @@ async fn connection(
             (None, Some(limit))
         }
     };
-    let io = ClientIo::new(stream, limits.send_timeout, cut.clone(), guard);
+    let io = ClientIo::new(
+        stream,
+        limits.send_timeout,
+        cut.clone(),
+        guard,
+        limits.max_header_size,
+    );
     let kill = CancellationToken::new();
     let conn_info = Arc::new(ConnInfo {
         peer,

@@ -2,6 +2,7 @@
 //! streamed down. A `200` `text/event-stream` response becomes an [`SsePassthrough`]; any
 //! other response passes unchanged (less hop-by-hop headers).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
@@ -146,9 +147,21 @@ pub async fn forward(
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
     }
+    // A client body that fails (malformed chunking, a cut connection) is the client's fault:
+    // the flag turns the upstream error it causes into a 400, never a 502.
+    let client_body_failed = Arc::new(AtomicBool::new(false));
+    let flag = client_body_failed.clone();
+    let mark = move |e: BoxError| {
+        if !e.is::<http_body_util::LengthLimitError>() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        e
+    };
     let body: ProxyBody = match max_body {
-        Some(max) => Limited::new(body, max as usize).boxed_unsync(),
-        None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        Some(max) => Limited::new(body, max as usize)
+            .map_err(mark)
+            .boxed_unsync(),
+        None => body.map_err(move |e| mark(Box::new(e))).boxed_unsync(),
     };
     let headers = upstream_headers(std::mem::take(&mut parts.headers), &route, &conn, &target);
     let mut upstream_req = Request::new(body);
@@ -161,6 +174,9 @@ pub async fn forward(
             if body_too_large(&err) {
                 proxy.metrics.limit_rejected(LimitKind::MaxBody);
                 return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            }
+            if client_body_failed.load(Ordering::Relaxed) {
+                return error_response(StatusCode::BAD_REQUEST, "malformed request body");
             }
             return super::upstream_failed(&route, UpstreamError::from_client(err));
         }
