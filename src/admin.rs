@@ -14,17 +14,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::server::ServeError;
 
-/// Binds the admin listener and serves it until `shutdown`.
+/// Binds the admin listener and serves it until `stop`; `/readyz` turns 503 once `draining`
+/// is cancelled.
 pub async fn start(
     bind: SocketAddr,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
+    draining: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<SocketAddr, ServeError> {
     let listener = TcpListener::bind(bind)
         .await
@@ -33,11 +33,10 @@ pub async fn start(
         .local_addr()
         .map_err(|source| ServeError::Bind { addr: bind, source })?;
     tracing::info!(%addr, "admin listening");
-    let connections = tasks.clone();
-    tasks.spawn(async move {
+    tokio::spawn(async move {
         loop {
             let (tcp, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(err) => {
@@ -48,15 +47,20 @@ pub async fn start(
                 },
             };
             let metrics = metrics.clone();
-            let draining = shutdown.clone();
-            connections.spawn(async move {
+            let draining = draining.clone();
+            let stop = stop.clone();
+            // Owned through `stop`: every admin connection ends with the listener.
+            tokio::spawn(async move {
                 let service =
                     service_fn(move |req| answer(req, metrics.clone(), draining.is_cancelled()));
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(10))
                     .serve_connection(TokioIo::new(tcp), service);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn) => {}
+                }
             });
         }
     });

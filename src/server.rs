@@ -108,6 +108,7 @@ struct Shared {
 pub struct Running {
     local_addrs: Vec<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    admin_stop: CancellationToken,
     binds: Vec<SocketAddr>,
     tls_slots: Vec<Option<TlsSlot>>,
     shared: Arc<Shared>,
@@ -192,6 +193,7 @@ impl Running {
             })
             .await;
         }
+        self.admin_stop.cancel();
         tracing::info!("stopped");
     }
 }
@@ -234,15 +236,19 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
             shutdown.clone(),
         ));
     }
+    // The admin listener outlives the drain (so `/readyz` can answer 503 meanwhile) and stops
+    // when `wait` returns.
+    let admin_stop = CancellationToken::new();
     let admin_addr = match &config.admin {
         Some(admin) => {
-            Some(admin::start(admin.bind, metrics, shutdown.clone(), &accept_tasks).await?)
+            Some(admin::start(admin.bind, metrics, shutdown.clone(), admin_stop.clone()).await?)
         }
         None => None,
     };
     Ok(Running {
         local_addrs,
         admin_addr,
+        admin_stop,
         binds: config.listeners.iter().map(|l| l.bind).collect(),
         tls_slots,
         shared,

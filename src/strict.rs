@@ -137,12 +137,17 @@ impl RequestWatcher {
         let Some(end) = find(&self.head[window_start..], b"\r\n\r\n").map(|i| window_start + i + 4)
         else {
             if self.head.len() > self.max_head {
-                // hyper answers 431 for this itself; stop holding bytes.
-                self.state = State::Done;
+                // The header size limit is enforced here, exactly: hyper's own buffer limit
+                // cannot go below 8 KiB.
                 self.head = Vec::new();
+                return Err(Verdict::Reject(431, "request header section too large"));
             }
             return Ok(bytes.len());
         };
+        if end > self.max_head {
+            self.head = Vec::new();
+            return Err(Verdict::Reject(431, "request header section too large"));
+        }
         let consumed = end - before;
         let head = std::mem::take(&mut self.head);
         self.state = check_head(&head[..end])?;
@@ -430,6 +435,18 @@ mod tests {
             status("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n"),
             Some(400)
         );
+    }
+
+    #[test]
+    fn head_over_the_limit_is_431() {
+        let mut w = RequestWatcher::new(64);
+        let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(100));
+        assert_eq!(
+            w.feed(head.as_bytes()),
+            Verdict::Reject(431, "request header section too large")
+        );
+        let mut w = RequestWatcher::new(64);
+        assert_eq!(w.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Verdict::Pass);
     }
 
     #[test]

@@ -131,6 +131,28 @@ impl OriginStream {
 
     /// Ends the response cleanly.
     pub fn finish(self) {}
+
+    /// Sends `chunk` again and again until the proxy drops this response; returns the bytes
+    /// that were accepted. Used against a client that stops reading.
+    pub async fn send_until_closed(&self, chunk: Bytes) -> u64 {
+        let mut sent = 0u64;
+        within("the proxy to drop the response", async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = self.tx.closed() => return,
+                    accepted = self.tx.send(Ok(Frame::data(chunk.clone()))) => {
+                        if accepted.is_err() {
+                            return;
+                        }
+                        sent += chunk.len() as u64;
+                    }
+                }
+            }
+        })
+        .await;
+        sent
+    }
 }
 
 impl OriginRequest {
@@ -248,8 +270,8 @@ impl Origin {
 
 /// A raw HTTP/1.1 client on a TCP socket: the test sees the exact bytes of the head, and the
 /// body with its chunked framing taken off (and whether the last chunk came).
-pub struct RawClient {
-    pub stream: TcpStream,
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     raw: Vec<u8>,
     body: Vec<u8>,
     chunked: bool,
@@ -263,6 +285,37 @@ impl RawClient {
         let stream = within("connect", TcpStream::connect(addr))
             .await
             .expect("connect to proxy");
+        RawClient::over(stream)
+    }
+
+    /// Connects from a chosen local address (e.g. `127.0.0.2`), to appear as another client IP.
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("client socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind client address");
+        let stream = within("connect", socket.connect(addr))
+            .await
+            .expect("connect to proxy");
+        RawClient::over(stream)
+    }
+
+    /// Connects with a small kernel receive buffer, for a client that is easy to fill.
+    pub async fn connect_with_recv_buffer(addr: SocketAddr, bytes: u32) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("client socket");
+        socket
+            .set_recv_buffer_size(bytes)
+            .expect("set the receive buffer");
+        let stream = within("connect", socket.connect(addr))
+            .await
+            .expect("connect to proxy");
+        RawClient::over(stream)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
+    /// A raw client over any byte stream (a TLS stream, for one).
+    pub fn over(stream: S) -> RawClient<S> {
         RawClient {
             stream,
             raw: Vec::new(),
@@ -274,10 +327,12 @@ impl RawClient {
     }
 
     pub async fn send(&mut self, raw: &str) {
-        self.stream
-            .write_all(raw.as_bytes())
-            .await
-            .expect("write request");
+        self.send_bytes(raw.as_bytes()).await;
+    }
+
+    /// Writes bytes as they are (requests that are not valid UTF-8, or not valid HTTP).
+    pub async fn send_bytes(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).await.expect("write request");
     }
 
     /// Sends a GET with `Host` and the extra header lines.
@@ -462,7 +517,10 @@ impl WsOrigin {
 }
 
 /// Reads SSE events off a raw client: returns the next complete block (up to a blank line).
-pub async fn next_block(client: &mut RawClient) -> String {
+pub async fn next_block<S>(client: &mut RawClient<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     client.read_until("\n\n").await
 }
 
@@ -482,4 +540,691 @@ where
         }
     })
     .await
+}
+
+/// A port that was free a moment ago (bound, then released), for a program that cannot tell
+/// which port it bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A fresh, empty directory under the system's temporary directory, unique to this process,
+/// `name` and call.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("ssebridge-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// Sends `raw` (a whole request, as bytes on the wire) on a new connection and returns the
+/// status of the response.
+pub async fn status_of_raw(addr: SocketAddr, raw: &[u8]) -> u16 {
+    let mut client = RawClient::connect(addr).await;
+    client.send_bytes(raw).await;
+    client.read_head().await.0
+}
+
+/// Proves the proxy still serves: a GET for `path` on a new connection is the next request
+/// the origin sees (as `at_origin`), and the origin's answer reaches the client.
+pub async fn assert_still_serves(
+    proxy: SocketAddr,
+    origin: &mut Origin,
+    path: &str,
+    at_origin: &str,
+) {
+    let mut client = RawClient::connect(proxy).await;
+    client.get(path, &[]).await;
+    let request = origin.next_request().await;
+    assert_eq!(
+        request.uri.path_and_query().map(|p| p.as_str()),
+        Some(at_origin),
+        "the next request at the origin must be the good one"
+    );
+    let answer = request.respond(200, &[("content-type", "text/plain")]);
+    answer.send("still serving").await;
+    answer.finish();
+    let (status, _) = client.read_head().await;
+    assert_eq!(status, 200);
+    client.read_until("still serving").await;
+}
+
+/// The next data frame of a body; `None` at its end.
+pub async fn next_body_chunk(body: &mut Incoming) -> Option<Bytes> {
+    within("a body frame", async {
+        loop {
+            match body.frame().await {
+                None => return None,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(data);
+                    }
+                }
+                Some(Err(e)) => panic!("body failed: {e}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads a body until `pattern` has arrived; returns all of it so far.
+pub async fn read_body_until(body: &mut Incoming, pattern: &str) -> String {
+    let mut seen = Vec::new();
+    within(&format!("{pattern:?} in a body"), async {
+        while find(&seen, pattern.as_bytes()).is_none() {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        seen.extend_from_slice(&data);
+                    }
+                }
+                other => panic!(
+                    "body ended before {pattern:?} ({other:?}); got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A GET on the admin listener over a new connection: the status and the body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let mut client = RawClient::connect(admin).await;
+    client
+        .send(&format!(
+            "GET {path} HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n"
+        ))
+        .await;
+    let (status, _) = client.read_head().await;
+    (status, client.read_to_close().await)
+}
+
+/// The value of one Prometheus sample in a `/metrics` text (`name{labels}`, written exactly as
+/// rendered); `None` when absent.
+pub fn sample_value(metrics: &str, sample: &str) -> Option<u64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// Reads the output of another program (a child's stdout or stderr) until a pattern.
+pub struct Output<R> {
+    reader: R,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Output<R> {
+    pub fn new(reader: R) -> Self {
+        Output {
+            reader,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads until `pattern` has arrived; returns everything up to and including it.
+    pub async fn read_until(&mut self, pattern: &str) -> String {
+        let needle = pattern.as_bytes();
+        let read = tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(pos) = find(&self.buf, needle) {
+                    let rest = self.buf.split_off(pos + needle.len());
+                    let got = std::mem::replace(&mut self.buf, rest);
+                    return String::from_utf8_lossy(&got).into_owned();
+                }
+                let mut chunk = [0u8; 8192];
+                let n = self.reader.read(&mut chunk).await.unwrap_or(0);
+                assert!(
+                    n > 0,
+                    "output ended before {pattern:?}; got {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        read.unwrap_or_else(|_| {
+            panic!(
+                "timed out waiting for {pattern:?} in the output; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            )
+        })
+    }
+
+    /// Reads to the end; returns what had not been read yet.
+    pub async fn read_to_end(&mut self) -> String {
+        within("the end of the output", async {
+            let mut rest = Vec::new();
+            let _ = self.reader.read_to_end(&mut rest).await;
+            self.buf.extend_from_slice(&rest);
+        })
+        .await;
+        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
+    }
+}
+
+// ---- Bridges and WebSocket passthrough (issue 3) ----
+
+pub type ClientWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// The `ws://` URL of `path` on the proxy.
+pub fn ws_url(proxy: &Proxy, path: &str) -> String {
+    format!("ws://{}{path}", proxy.addr())
+}
+
+/// Opens a WebSocket through the proxy with extra request headers; panics unless it upgrades.
+pub async fn ws_connect(url: &str, extra: &[(&str, &str)]) -> (ClientWs, HeaderMap) {
+    match ws_try_connect(url, extra).await {
+        Ok(pair) => pair,
+        Err(err) => panic!("WebSocket handshake with {url} failed: {err}"),
+    }
+}
+
+/// Opens a WebSocket; on a refused handshake returns the HTTP status the proxy answered.
+pub async fn ws_try_connect(
+    url: &str,
+    extra: &[(&str, &str)],
+) -> Result<(ClientWs, HeaderMap), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("client request");
+    for (k, v) in extra {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    let (ws, response) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(request),
+    )
+    .await?;
+    Ok((ws, response.headers().clone()))
+}
+
+/// The HTTP status of a WebSocket handshake the proxy refused (panics if it upgraded).
+pub async fn ws_refused_status(url: &str, extra: &[(&str, &str)]) -> u16 {
+    match ws_try_connect(url, extra).await {
+        Ok(_) => panic!("the proxy upgraded {url}; a refusal was expected"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal from {url}, got {other}"),
+    }
+}
+
+/// Reads until the peer's close frame, skipping pings and pongs; panics on a data message.
+/// Returns the close code and reason (`None` when the frame carried none, or the connection
+/// ended without a close frame: then `Err` says how).
+pub async fn next_close<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+) -> Result<Option<(u16, String)>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("a close frame", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Ok(frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())))
+                }
+                Some(Ok(other)) => panic!("expected a close frame, got {other:?}"),
+                Some(Err(err)) => return Err(format!("connection ended without a close: {err}")),
+                None => return Err("connection ended without a close frame".to_owned()),
+            }
+        }
+    })
+    .await
+}
+
+/// The close code the peer sent next (panics if the connection ended without one).
+pub async fn next_close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match next_close(ws).await {
+        Ok(Some((code, _))) => code,
+        Ok(None) => panic!("close frame without a code"),
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// Next data message (text or binary) of a WebSocket, skipping pings and pongs.
+pub async fn next_data<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> WsMessage
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    within("a data message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return m,
+                other => panic!("expected a data message, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Sends one message on a WebSocket (with a timeout).
+pub async fn ws_send<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: WsMessage)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    within("a WebSocket send", ws.send(msg))
+        .await
+        .expect("WebSocket send");
+}
+
+/// What a hand-shaped WebSocket origin saw of the handshake.
+pub struct WsHandshake {
+    pub uri: http::Uri,
+    pub headers: HeaderMap,
+}
+
+/// Accepts one WebSocket on `listener`; `answer` may shape the `101` (pick a subprotocol).
+pub async fn ws_accept_once(
+    listener: &TcpListener,
+    answer: impl FnOnce(
+            &tokio_tungstenite::tungstenite::handshake::server::Request,
+            tokio_tungstenite::tungstenite::handshake::server::Response,
+        ) -> tokio_tungstenite::tungstenite::handshake::server::Response
+        + Send
+        + Unpin,
+) -> (WsHandshake, tokio_tungstenite::WebSocketStream<TcpStream>) {
+    let (tcp, _) = within("a connection at the origin", listener.accept())
+        .await
+        .expect("accept");
+    let mut seen = None;
+    let callback =
+        |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            seen = Some(WsHandshake {
+                uri: req.uri().clone(),
+                headers: req.headers().clone(),
+            });
+            Ok(answer(req, resp))
+        };
+    let ws = within(
+        "the origin's handshake",
+        tokio_tungstenite::accept_hdr_async(tcp, callback),
+    )
+    .await
+    .expect("origin handshake");
+    (seen.expect("handshake seen"), ws)
+}
+
+/// An SSE client on a raw socket whose events are decoded by the project's WHATWG decoder, as
+/// `EventSource` would see them; `raw` keeps the wire bytes visible.
+pub struct SseClient {
+    pub raw: RawClient,
+    decoder: ssebridge::sse::decoder::Decoder,
+    ready: std::collections::VecDeque<ssebridge::sse::decoder::Event>,
+    /// Every block (up to a blank line) read so far, as it came.
+    pub blocks: Vec<String>,
+}
+
+impl SseClient {
+    /// Sends a GET for `path` and reads the response head.
+    pub async fn get(
+        addr: SocketAddr,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> (SseClient, u16, Vec<(String, String)>) {
+        let mut raw = RawClient::connect(addr).await;
+        raw.get(path, extra).await;
+        let (status, headers) = raw.read_head().await;
+        let client = SseClient {
+            raw,
+            decoder: ssebridge::sse::decoder::Decoder::new(usize::MAX),
+            ready: Default::default(),
+            blocks: Vec::new(),
+        };
+        (client, status, headers)
+    }
+
+    /// The next dispatched event (heartbeats and `retry:`-only blocks dispatch nothing).
+    pub async fn next_event(&mut self) -> ssebridge::sse::decoder::Event {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return event;
+            }
+            let block = next_block(&mut self.raw).await;
+            let ready = &mut self.ready;
+            self.decoder
+                .feed(block.as_bytes(), |e| ready.push_back(e))
+                .expect("decodable stream");
+            self.blocks.push(block);
+        }
+    }
+
+    /// The `bridge` event that opens a WebSocket -> SSE stream: its session id and send path.
+    pub async fn bridge(&mut self, event_type: &str) -> (String, String) {
+        let event = self.next_event().await;
+        assert_eq!(
+            event.event_type, event_type,
+            "the stream opens with the bridge event"
+        );
+        let v: serde_json::Value = serde_json::from_str(&event.data).expect("bridge data is JSON");
+        (
+            v["session"].as_str().expect("session").to_owned(),
+            v["send"].as_str().expect("send").to_owned(),
+        )
+    }
+}
+
+/// One request on its own connection (`Connection: close`); returns the status and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut client = RawClient::connect(addr).await;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    client.send(&head).await;
+    client.stream.write_all(body).await.expect("write body");
+    let (status, _) = client.read_head().await;
+    (status, client.read_to_close().await)
+}
+
+/// A WebSocket client on a raw socket: the test writes frames byte for byte (malformed ones
+/// included) and reads the server's frames as they come.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame read by [`RawWs`]: the first header byte (FIN, RSV, opcode) and the payload.
+#[derive(Debug)]
+pub struct RawFrame {
+    pub head: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn opcode(&self) -> u8 {
+        self.head & 0x0f
+    }
+
+    /// The code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode() == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+impl RawWs {
+    /// Connects and completes the opening handshake for `path`.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        Self::connect_with(addr, path, |_| {}).await
+    }
+
+    /// As [`RawWs::connect`], with socket options set before connecting.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        configure: impl FnOnce(&tokio::net::TcpSocket),
+    ) -> RawWs {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        configure(&socket);
+        let mut stream = within("connect", socket.connect(addr))
+            .await
+            .expect("connect to proxy");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut ws = RawWs {
+            stream,
+            buf: Vec::new(),
+        };
+        let head = within("the 101 response", async {
+            loop {
+                if let Some(end) = find(&ws.buf, b"\r\n\r\n") {
+                    let rest = ws.buf.split_off(end + 4);
+                    return String::from_utf8_lossy(&std::mem::replace(&mut ws.buf, rest))
+                        .into_owned();
+                }
+                assert!(ws.fill().await, "closed during the handshake");
+            }
+        })
+        .await;
+        assert_eq!(parse_head(&head).0, 101, "handshake answered {head:?}");
+        ws
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// Writes one frame: `head` is the first byte (FIN, RSV bits, opcode); `masked` as a client
+    /// must (a malformed frame leaves it out).
+    pub async fn send_frame(&mut self, head: u8, masked: bool, payload: &[u8]) {
+        let mut frame = vec![head];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [0x37, 0xfa, 0x21, 0x3d];
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).await.expect("write frame");
+    }
+
+    /// The next frame from the server; `None` when the connection ends.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        within("a frame", async {
+            loop {
+                if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads frames until the connection ends; returns them all.
+    pub async fn read_to_end(&mut self) -> Vec<RawFrame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.read_frame().await {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, mut at) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    let mask = if buf[1] & 0x80 != 0 {
+        let key = buf.get(at..at + 4)?.to_vec();
+        at += 4;
+        Some(key)
+    } else {
+        None
+    };
+    let mut payload = buf.get(at..at + len)?.to_vec();
+    if let Some(key) = mask {
+        payload
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b ^= key[i % 4]);
+    }
+    Some((
+        RawFrame {
+            head: buf[0],
+            payload,
+        },
+        at + len,
+    ))
+}
+
+impl RawClient {
+    /// Reads until the response ends either way: its last chunk, or the connection closing.
+    pub async fn read_to_end_either_way(&mut self) -> String {
+        within("the end of the response", async {
+            while !self.complete && self.fill().await {}
+        })
+        .await;
+        String::from_utf8_lossy(&std::mem::take(&mut self.body)).into_owned()
+    }
+}
+
+impl OriginRequest {
+    /// Reads the whole request body.
+    pub async fn read_body(&mut self) -> Bytes {
+        within("the request body", async {
+            let mut out = Vec::new();
+            while let Some(frame) = self.body.frame().await {
+                if let Ok(data) = frame.expect("request body").into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Bytes::from(out)
+        })
+        .await
+    }
+}
+
+/// A WebSocket kept alive by its own task: it is always read (so pings get their pongs) and
+/// the test sends and receives through channels.
+pub struct LiveWs {
+    out: mpsc::Sender<WsMessage>,
+    incoming: mpsc::Receiver<Result<WsMessage, String>>,
+}
+
+impl LiveWs {
+    pub fn new<S>(ws: tokio_tungstenite::WebSocketStream<S>) -> LiveWs
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use futures_util::SinkExt;
+        let (out, mut out_rx) = mpsc::channel::<WsMessage>(64);
+        let (in_tx, incoming) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            loop {
+                tokio::select! {
+                    msg = out_rx.recv() => match msg {
+                        Some(m) => if sink.send(m).await.is_err() { break },
+                        None => break,
+                    },
+                    got = stream.next() => match got {
+                        Some(Ok(m)) => if in_tx.send(Ok(m)).await.is_err() { break },
+                        Some(Err(e)) => { let _ = in_tx.send(Err(e.to_string())).await; break }
+                        None => break,
+                    },
+                }
+            }
+        });
+        LiveWs { out, incoming }
+    }
+
+    pub async fn send(&self, msg: WsMessage) {
+        within("a send", self.out.send(msg))
+            .await
+            .expect("the WebSocket task runs");
+    }
+
+    /// The next message other than a ping or pong; `None` when the connection ended.
+    pub async fn next(&mut self) -> Option<Result<WsMessage, String>> {
+        within("a message", async {
+            loop {
+                match self.incoming.recv().await {
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next message, pings and pongs included.
+    pub async fn next_any(&mut self) -> Option<Result<WsMessage, String>> {
+        within("a message", self.incoming.recv()).await
+    }
+}
+
+impl RawClient {
+    /// As [`RawClient::connect`], with socket options set before connecting (a small receive
+    /// buffer makes a client that stops reading fall behind sooner).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        configure: impl FnOnce(&tokio::net::TcpSocket),
+    ) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        configure(&socket);
+        let stream = within("connect", socket.connect(addr))
+            .await
+            .expect("connect to proxy");
+        RawClient {
+            stream,
+            raw: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            head_read: false,
+            complete: false,
+        }
+    }
+}
+
+impl OriginStream {
+    /// Sends a chunk if the proxy still reads this response; false once it dropped it.
+    pub async fn try_send(&self, data: impl Into<Bytes>) -> bool {
+        within("origin send", self.tx.send(Ok(Frame::data(data.into()))))
+            .await
+            .is_ok()
+    }
 }
