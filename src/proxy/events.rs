@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,9 +14,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::budget::{Budget, Overflow};
 use super::sse::{drain_retry, Heartbeat};
 use super::stream::{StreamLog, StreamState};
-use super::websocket::Overflow;
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::encoder;
 use crate::upstream::BoxError;
@@ -29,20 +29,23 @@ const SLOW: u8 = 3;
 /// The upstream task's end of the channel.
 pub struct EventSender {
     tx: mpsc::Sender<Bytes>,
-    queued: Arc<AtomicUsize>,
-    limit: usize,
+    budget: Arc<Budget>,
     end: Arc<AtomicU8>,
 }
 
 impl EventSender {
-    /// Queues one whole event; past `client_buffer` queued bytes the client is to be cut.
-    pub fn push(&self, event: Bytes) -> Result<(), Overflow> {
+    /// Queues one whole event, waiting while the client drains a full `client_buffer`;
+    /// `Overflow` when the client cannot keep up and is to be cut.
+    pub async fn send(&self, event: Bytes) -> Result<(), Overflow> {
         let len = event.len();
-        if self.queued.fetch_add(len, Ordering::AcqRel) + len > self.limit {
-            self.end.store(SLOW, Ordering::Release);
-            return Err(Overflow);
-        }
-        self.tx.try_send(event).map_err(|_| {
+        let queued = match self.budget.reserve(len).await {
+            Ok(()) => self
+                .tx
+                .try_send(event)
+                .map_err(|_| self.budget.release(len)),
+            Err(Overflow) => Err(()),
+        };
+        queued.map_err(|()| {
             self.end.store(SLOW, Ordering::Release);
             Overflow
         })
@@ -72,8 +75,11 @@ pin_project_lite::pin_project! {
     /// The response body of a translated event stream.
     pub struct EventStreamBody {
         rx: mpsc::Receiver<Bytes>,
-        queued: Arc<AtomicUsize>,
+        budget: Arc<Budget>,
         end: Arc<AtomicU8>,
+        // Set once the end is known to be an abort: one more turn lets hyper flush the whole
+        // events already handed to it before the abort discards its buffer.
+        abort_armed: bool,
         prefix: Option<Bytes>,
         heartbeat: Option<Heartbeat>,
         drain: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -98,7 +104,7 @@ pub fn channel(
     log: StreamLog,
 ) -> (EventSender, EventStreamBody) {
     let (tx, rx) = mpsc::channel(256);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let budget = Arc::new(Budget::new(options.client_buffer));
     let end = Arc::new(AtomicU8::new(OPEN));
     let mut prefix = BytesMut::new();
     if let Some(retry) = options.retry {
@@ -107,14 +113,14 @@ pub fn channel(
     prefix.extend_from_slice(&first);
     let sender = EventSender {
         tx,
-        queued: queued.clone(),
-        limit: options.client_buffer,
+        budget: budget.clone(),
         end: end.clone(),
     };
     let body = EventStreamBody {
         rx,
-        queued,
+        budget,
         end,
+        abort_armed: false,
         prefix: Some(prefix.freeze()),
         heartbeat: options.heartbeat,
         drain: Box::pin(drain),
@@ -151,7 +157,7 @@ impl Body for EventStreamBody {
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
-                this.queued.fetch_sub(event.len(), Ordering::AcqRel);
+                this.budget.release(event.len());
                 this.log.forwarded(Direction::Down, 1, event.len() as u64);
                 if let Some(h) = this.heartbeat.as_mut() {
                     h.wrote();
@@ -159,7 +165,13 @@ impl Body for EventStreamBody {
                 return Poll::Ready(Some(Ok(Frame::data(event))));
             }
             Poll::Ready(None) => {
-                return match this.end.load(Ordering::Acquire) {
+                let end = this.end.load(Ordering::Acquire);
+                if end != CLEAN_END && !*this.abort_armed {
+                    *this.abort_armed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return match end {
                     CLEAN_END => {
                         this.log.close(CloseReason::UpstreamEnd);
                         Poll::Ready(None)

@@ -6,6 +6,7 @@
 
 pub mod backchannel;
 pub mod body;
+pub mod budget;
 pub mod cors;
 pub mod events;
 pub mod headers;

@@ -99,6 +99,8 @@ pin_project_lite::pin_project! {
         heartbeat: Option<Heartbeat>,
         drain: Pin<Box<WaitForCancellationFutureOwned>>,
         retry: Option<Duration>,
+        // An upstream failure, reported to hyper one turn after it happened.
+        failure: Option<hyper::Error>,
         log: StreamLog,
     }
 }
@@ -125,6 +127,7 @@ impl SsePassthrough {
             heartbeat,
             drain: Box::pin(drain),
             retry,
+            failure: None,
             log,
         }
     }
@@ -143,6 +146,14 @@ impl Body for SsePassthrough {
             wrote(this.heartbeat);
             *this.wrote_first = true;
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if let Some(err) = this.failure.take() {
+            tracing::warn!(error = %err, "upstream failed mid-stream; aborting the client's response");
+            this.log
+                .metrics()
+                .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+            this.log.close(CloseReason::UpstreamError);
+            return Poll::Ready(Some(Err(Box::new(err))));
         }
         loop {
             if this.log.is_closed() {
@@ -173,12 +184,10 @@ impl Body for SsePassthrough {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    tracing::warn!(error = %err, "upstream failed mid-stream; aborting the client's response");
-                    this.log
-                        .metrics()
-                        .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                    this.log.close(CloseReason::UpstreamError);
-                    return Poll::Ready(Some(Err(Box::new(err))));
+                    // One more turn before the abort lets hyper flush what it was handed.
+                    *this.failure = Some(err);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Ready(None) => {
                     this.log.close(CloseReason::UpstreamEnd);

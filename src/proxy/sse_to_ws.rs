@@ -141,7 +141,7 @@ async fn relay(
                     }
                     for text in messages.drain(..) {
                         log.forwarded(Direction::Down, 1, text.len() as u64);
-                        if to_client.push(Message::text(text)).is_err() {
+                        if to_client.send(Message::text(text)).await.is_err() {
                             tracing::warn!(route = %route.name, "WebSocket client too slow; closing with 1013");
                             to_client.cut();
                             break 'relay CloseReason::SlowClient;

@@ -4,7 +4,7 @@
 //! A WebSocket here is a `Stream` + `Sink` of messages and nothing more (tokio-tungstenite);
 //! this module never reads or writes frames by hand.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Overflow};
 use crate::config::RouteSettings;
 
 /// True when the request asks for a WebSocket (HTTP/1.1 `Upgrade: websocket`).
@@ -112,30 +113,36 @@ pub fn message_len(msg: &Message) -> usize {
     }
 }
 
-/// The peer did not take what was queued for it within its `client_buffer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
-
 /// A bounded, byte-counted queue of messages for one peer, drained by a writer task.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Message>,
-    queued: Arc<AtomicUsize>,
-    limit: usize,
+    budget: Arc<Budget>,
     cut: CancellationToken,
     silent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Outbox {
-    /// Queues a message; past `limit` queued bytes the peer is to be cut.
+    /// Queues a small control message (close, ping) without waiting.
     pub fn push(&self, msg: Message) -> Result<(), Overflow> {
         let len = message_len(&msg);
-        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
-        if queued > self.limit {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(Overflow);
-        }
-        self.tx.try_send(msg).map_err(|_| Overflow)
+        self.budget.try_reserve(len)?;
+        self.queue(msg, len)
+    }
+
+    /// Queues a message, waiting while the peer drains a full `client_buffer`; `Overflow` when
+    /// the peer cannot keep up and is to be cut.
+    pub async fn send(&self, msg: Message) -> Result<(), Overflow> {
+        let len = message_len(&msg);
+        self.budget.reserve(len).await?;
+        self.queue(msg, len)
+    }
+
+    fn queue(&self, msg: Message, len: usize) -> Result<(), Overflow> {
+        self.tx.try_send(msg).map_err(|_| {
+            self.budget.release(len);
+            Overflow
+        })
     }
 
     /// Cuts the peer: the writer tries a `1013` close frame if it fits at once, then drops the
@@ -162,13 +169,12 @@ where
     S: Sink<Message, Error = WsError> + Unpin + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<Message>(1024);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let budget = Arc::new(Budget::new(limit));
     let cut = CancellationToken::new();
     let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outbox = Outbox {
         tx,
-        queued: queued.clone(),
-        limit,
+        budget: budget.clone(),
         cut: cut.clone(),
         silent: silent.clone(),
     };
@@ -192,7 +198,7 @@ where
                 _ = cut.cancelled() => break,
                 sent = sink.send(msg) => sent,
             };
-            queued.fetch_sub(len, Ordering::AcqRel);
+            budget.release(len);
             if sent.is_err() || is_close {
                 return;
             }

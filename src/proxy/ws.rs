@@ -165,7 +165,7 @@ async fn relay(
                     }
                     Some(Ok(msg)) => {
                         log.forwarded(Direction::Up, 1, websocket::message_len(&msg) as u64);
-                        if to_upstream.push(msg).is_err() {
+                        if to_upstream.send(msg).await.is_err() {
                             let _ = to_client.push(close_message(CloseCode::Again, "upstream too slow"));
                             to_upstream.cut();
                             break CloseReason::UpstreamError;
@@ -193,7 +193,7 @@ async fn relay(
                     }
                     Some(Ok(msg)) => {
                         log.forwarded(Direction::Down, 1, websocket::message_len(&msg) as u64);
-                        if to_client.push(msg).is_err() {
+                        if to_client.send(msg).await.is_err() {
                             to_client.cut();
                             tracing::warn!(route = %route.name, "WebSocket client too slow; closing with 1013");
                             let _ = to_upstream.push(close_message(CloseCode::Away, ""));

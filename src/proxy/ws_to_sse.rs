@@ -159,16 +159,24 @@ async fn pump(
     let mut scratch = BytesMut::new();
     let ending: Ending = loop {
         tokio::select! {
+            // Drain first: the client's body ends on drain too, and the upstream must then hear
+            // 1001 (going away), not 1000 (client gone).
+            biased;
             _ = proxy.drain.cancelled() => {
                 let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
                 break Ending::Clean;
             }
             _ = events.closed() => {
-                let _ = to_upstream.push(close_message(CloseCode::Normal, "client gone"));
+                let (code, reason) = if proxy.drain.is_cancelled() {
+                    (CloseCode::Away, "proxy shutting down")
+                } else {
+                    (CloseCode::Normal, "client gone")
+                };
+                let _ = to_upstream.push(close_message(code, reason));
                 break Ending::Clean;
             }
             Some(message) = back.recv() => {
-                if to_upstream.push(message).is_err() {
+                if to_upstream.send(message).await.is_err() {
                     tracing::warn!(route = %route.name, "upstream not taking back-channel messages; closing");
                     break Ending::Failed;
                 }
@@ -208,7 +216,7 @@ async fn pump(
                         break Ending::Failed;
                     }
                 };
-                if events.push(event).is_err() {
+                if events.send(event).await.is_err() {
                     tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
                     conn.kill.cancel();
                     let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
