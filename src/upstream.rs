@@ -55,18 +55,31 @@ impl UpstreamError {
         if !err.is_connect() {
             return UpstreamError::Protocol(chain(&err));
         }
-        let mut source: Option<&(dyn StdError + 'static)> = err.source();
-        while let Some(e) = source {
-            if e.is::<ConnectTimeout>() {
-                return UpstreamError::Timeout;
-            }
-            if e.is::<rustls::Error>() {
-                return UpstreamError::Handshake(e.to_string());
-            }
-            source = e.source();
+        if find_cause::<ConnectTimeout>(&err).is_some() {
+            return UpstreamError::Timeout;
+        }
+        if let Some(tls) = find_cause::<rustls::Error>(&err) {
+            return UpstreamError::Handshake(tls.to_string());
         }
         UpstreamError::Connect(chain(&err))
     }
+}
+
+/// The first error of type `T` among `err` and its causes, including errors wrapped inside an
+/// `io::Error` (whose `source()` skips the error it wraps).
+fn find_cause<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    if let Some(found) = err.downcast_ref::<T>() {
+        return Some(found);
+    }
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref());
+    if let Some(found) =
+        wrapped.and_then(|inner| find_cause::<T>(inner as &(dyn StdError + 'static)))
+    {
+        return Some(found);
+    }
+    err.source().and_then(find_cause::<T>)
 }
 
 /// The error message and its causes on one line.

@@ -192,6 +192,43 @@ fn tokio_stream_from<T: Send + 'static>(
     })
 }
 
+/// Serves one origin connection, handing each request to the test.
+async fn serve_origin_connection<S>(io: S, tx: mpsc::Sender<OriginRequest>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let (respond, response) = oneshot::channel();
+            let (parts, body) = req.into_parts();
+            let request = OriginRequest {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+                body,
+                respond,
+            };
+            let empty = || {
+                http_body_util::Empty::new()
+                    .map_err(|e| match e {})
+                    .boxed_unsync()
+            };
+            if tx.send(request).await.is_err() {
+                return Ok::<_, Infallible>(Response::new(empty()));
+            }
+            Ok(response.await.unwrap_or_else(|_| {
+                let mut r = Response::new(empty());
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
 /// An HTTP/1.1 origin that hands every request to the test.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -202,6 +239,15 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start() -> Origin {
+        Self::start_with(None).await
+    }
+
+    /// An origin that speaks HTTPS with `acceptor`'s certificate.
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Origin {
+        Self::start_with(Some(acceptor)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let (tx, requests) = mpsc::channel(64);
@@ -211,41 +257,17 @@ impl Origin {
             while let Ok((tcp, _)) = listener.accept().await {
                 let tx = tx.clone();
                 let open = open_conns.clone();
+                let tls = tls.clone();
                 open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            let (respond, response) = oneshot::channel();
-                            let (parts, body) = req.into_parts();
-                            let request = OriginRequest {
-                                method: parts.method,
-                                uri: parts.uri,
-                                headers: parts.headers,
-                                body,
-                                respond,
-                            };
-                            if tx.send(request).await.is_err() {
-                                return Ok::<_, Infallible>(Response::new(
-                                    http_body_util::Empty::new()
-                                        .map_err(|e| match e {})
-                                        .boxed_unsync(),
-                                ));
+                    match tls {
+                        None => serve_origin_connection(tcp, tx).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve_origin_connection(stream, tx).await;
                             }
-                            Ok(response.await.unwrap_or_else(|_| {
-                                let mut r = Response::new(
-                                    http_body_util::Empty::new()
-                                        .map_err(|e| match e {})
-                                        .boxed_unsync(),
-                                );
-                                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                                r
-                            }))
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    }
                     open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }

@@ -1,0 +1,83 @@
+//! Reload on SIGHUP (SPEC 6): a valid new configuration takes effect without dropping open
+//! streams; one that fails validation is refused, logged, and the running one stays.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::process::Command;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ssebridge");
+
+fn config(addr: &str, routes: &str) -> String {
+    format!("listeners:\n  - bind: {addr}\nroutes:\n{routes}")
+}
+
+fn route(path: &str, origin: &Origin) -> String {
+    format!(
+        "  - path: {path}\n    upstream: {}\n    heartbeat: 0\n",
+        origin.url("/stream")
+    )
+}
+
+fn hangup(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_configuration_without_dropping_open_streams_and_refuses_a_bad_one() {
+    let mut origin = Origin::start().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let file = temp_dir("reload").join("proxy.yaml");
+    std::fs::write(&file, config(&addr, &route("/old", &origin))).expect("write config");
+    let mut child = Command::new(BINARY)
+        .args(["--config", file.to_str().expect("path")])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    let pid = child.id().expect("pid");
+    let mut log = Output::new(child.stderr.take().expect("stderr"));
+    log.read_until(&addr).await;
+    let proxy_addr: std::net::SocketAddr = addr.parse().expect("addr");
+
+    // A stream opened before the reload.
+    let mut open = RawClient::connect(proxy_addr).await;
+    open.get("/old", &[]).await;
+    let stream = origin.next_request().await.respond_sse();
+    open.read_head().await;
+
+    // A new route appears, the old one goes.
+    std::fs::write(&file, config(&addr, &route("/new", &origin))).expect("rewrite config");
+    hangup(pid);
+    log.read_until("configuration reloaded").await;
+    let mut fresh = RawClient::connect(proxy_addr).await;
+    fresh.get("/new", &[]).await;
+    origin.next_request().await.respond_sse();
+    assert_eq!(fresh.read_head().await.0, 200);
+    let mut gone = RawClient::connect(proxy_addr).await;
+    gone.get("/old", &[]).await;
+    assert_eq!(gone.read_head().await.0, 404);
+
+    // The stream opened before the reload still flows.
+    stream.send("data: still here\n\n").await;
+    open.read_until("data: still here\n\n").await;
+
+    // A broken file is refused with its problem; the running configuration stays.
+    std::fs::write(&file, "listeners:\n  - bind: nowhere\nroutes: []\n").expect("break config");
+    hangup(pid);
+    log.read_until("reload refused").await;
+    let mut after = RawClient::connect(proxy_addr).await;
+    after.get("/new", &[]).await;
+    origin.next_request().await.respond_sse();
+    assert_eq!(after.read_head().await.0, 200);
+    stream.send("data: and still\n\n").await;
+    open.read_until("data: and still\n\n").await;
+}
