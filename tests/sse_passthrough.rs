@@ -188,3 +188,78 @@ async fn retry_field_opens_the_stream() {
     let retry = body.find("retry: 2500\n\n").expect("retry field");
     assert!(retry < body.find("data: a").unwrap());
 }
+
+#[tokio::test]
+async fn heartbeat_padding_pads_the_comment_to_the_configured_size() {
+    let mut origin = Origin::start().await;
+    let proxy = Proxy::start(&route(
+        &origin,
+        "    heartbeat: 100ms\n    heartbeat_padding: 64\n",
+    ))
+    .await;
+    let mut client = RawClient::connect(proxy.addr()).await;
+    client.get("/events", &[]).await;
+    let _stream = origin.next_request().await.respond_sse();
+    client.read_head().await;
+    let heartbeat = client.read_until("\n\n").await;
+    assert_eq!(heartbeat.len(), 64, "{heartbeat:?}");
+    assert!(heartbeat.starts_with(':') && heartbeat[1..62].bytes().all(|b| b == b' '));
+}
+
+#[tokio::test]
+async fn leading_bom_is_dropped_when_the_proxy_wrote_first() {
+    let mut origin = Origin::start().await;
+    let proxy = Proxy::start(&route(&origin, "    retry: 1s\n    heartbeat: 0\n")).await;
+    let mut client = RawClient::connect(proxy.addr()).await;
+    client.get("/events", &[]).await;
+    let stream = origin.next_request().await.respond_sse();
+    client.read_head().await;
+    // The BOM arrives split across two chunks.
+    stream.send(&b"\xEF\xBB"[..]).await;
+    stream.send(&b"\xBFdata: a\n\n"[..]).await;
+    assert_eq!(
+        client.read_until("data: a\n\n").await,
+        "retry: 1000\n\ndata: a\n\n"
+    );
+}
+
+#[tokio::test]
+async fn leading_bom_passes_untouched_when_the_upstream_writes_first() {
+    let mut origin = Origin::start().await;
+    let proxy = Proxy::start(&route(&origin, "    heartbeat: 0\n")).await;
+    let mut client = RawClient::connect(proxy.addr()).await;
+    client.get("/events", &[]).await;
+    let stream = origin.next_request().await.respond_sse();
+    client.read_head().await;
+    stream.send(&b"\xEF\xBB\xBFdata: a\n\n"[..]).await;
+    assert_eq!(
+        client.read_until("data: a\n\n").await,
+        "\u{feff}data: a\n\n"
+    );
+}
+
+#[tokio::test]
+async fn line_ends_stay_as_the_upstream_wrote_them_and_lone_cr_streams_get_no_heartbeat_mid_stream()
+{
+    let mut origin = Origin::start().await;
+    let proxy = Proxy::start(&route(&origin, "    heartbeat: 100ms\n")).await;
+    let mut watched = RawClient::connect(proxy.addr()).await;
+    watched.get("/events", &[]).await;
+    let stream = origin.next_request().await.respond_sse();
+    watched.read_head().await;
+    let mut clock = RawClient::connect(proxy.addr()).await;
+    clock.get("/events", &[]).await;
+    let _clock_stream = origin.next_request().await.respond_sse();
+    clock.read_head().await;
+    watched.read_until(":\n\n").await;
+    stream.send("data: a\r\rdata: b\r\n\r\n").await;
+    watched.read_until("data: a\r\rdata: b\r\n\r\n").await;
+    stream.send("data: c\r\r").await;
+    watched.read_until("data: c\r\r").await;
+    // Three heartbeats elsewhere: a CR may still be followed by LF, so none may come here.
+    for _ in 0..3 {
+        clock.read_until(":\n\n").await;
+    }
+    stream.send("data: d\n\n").await;
+    assert_eq!(watched.read_until("data: d\n\n").await, "data: d\n\n");
+}
