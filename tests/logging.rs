@@ -35,6 +35,7 @@ async fn json_log_has_one_line_per_stream_end_with_its_figures() {
         .expect("start the binary");
     let mut log = Output::new(child.stderr.take().expect("stderr"));
     log.read_until(&addr).await;
+    log.read_until("\n").await;
 
     let mut client = RawClient::connect(addr.parse().expect("addr")).await;
     client.get("/events", &[]).await;
