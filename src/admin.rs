@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -26,12 +25,7 @@ pub async fn start(
     draining: CancellationToken,
     stop: CancellationToken,
 ) -> Result<SocketAddr, ServeError> {
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
+    let (listener, addr) = crate::server::bind(bind).await?;
     tracing::info!(%addr, "admin listening");
     tokio::spawn(async move {
         loop {

@@ -198,6 +198,18 @@ impl Running {
     }
 }
 
+/// Binds a listener; the error names the address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let bound = async {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    };
+    bound
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
 /// Starts every listener of `config` and returns once they are bound.
 pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::default());
@@ -212,16 +224,7 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let mut local_addrs = Vec::new();
     let mut tls_slots = Vec::new();
     for listener_config in &config.listeners {
-        let listener = TcpListener::bind(listener_config.bind)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: listener_config.bind,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: listener_config.bind,
-            source,
-        })?;
+        let (listener, addr) = bind(listener_config.bind).await?;
         let slot = match &listener_config.tls {
             Some(t) => Some(Arc::new(RwLock::new(tls::server_config(&t.certs)?))),
             None => None,

@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
-use tokio::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ssebridge");
-
+/// Sets the soft limit only: lowering the hard limit could not be undone without privileges.
 fn set_nofile(pid: u32, limit: usize) {
     let output = std::process::Command::new("prlimit")
         .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
@@ -31,42 +27,28 @@ fn open_fds(pid: u32) -> usize {
 #[tokio::test]
 async fn accept_survives_running_out_of_descriptors_and_open_streams_keep_flowing() {
     let mut origin = Origin::start().await;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let file = temp_dir("emfile").join("proxy.yaml");
-    let yaml = format!(
-        "listeners:\n  - bind: {addr}\nroutes:\n  - path: /events\n    upstream: {}\n    heartbeat: 0\n",
+    let routes = format!(
+        "  - path: /events\n    upstream: {}\n    heartbeat: 0\n",
         origin.url("/stream")
     );
-    std::fs::write(&file, yaml).expect("write config");
-    let mut child = Command::new(BINARY)
-        .args(["--config", file.to_str().expect("path")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let pid = child.id().expect("pid");
-    let mut log = Output::new(child.stderr.take().expect("stderr"));
-    log.read_until(&addr).await;
-    let proxy: std::net::SocketAddr = addr.parse().expect("addr");
+    let mut proxy = Binary::start("emfile", &routes, &[]).await;
 
-    let mut stream_client = RawClient::connect(proxy).await;
+    let mut stream_client = RawClient::connect(proxy.addr).await;
     stream_client.get("/events", &[]).await;
     let stream = origin.next_request().await.respond_sse();
     stream_client.read_head().await;
 
     // Room for two more descriptors only, then a crowd of connections.
-    set_nofile(pid, open_fds(pid) + 2);
+    set_nofile(proxy.pid, open_fds(proxy.pid) + 2);
     let mut crowd = Vec::new();
     for _ in 0..16 {
         crowd.push(
-            tokio::net::TcpStream::connect(proxy)
+            tokio::net::TcpStream::connect(proxy.addr)
                 .await
                 .expect("connect"),
         );
     }
-    log.read_until("accept failed; backing off").await;
+    proxy.log.read_until("accept failed; backing off").await;
 
     // The open stream is untouched.
     stream.send("data: still flowing\n\n").await;
@@ -74,8 +56,8 @@ async fn accept_survives_running_out_of_descriptors_and_open_streams_keep_flowin
 
     // Descriptors come back: the proxy serves new clients again.
     drop(crowd);
-    set_nofile(pid, 1024);
-    let mut fresh = RawClient::connect(proxy).await;
+    set_nofile(proxy.pid, 1024);
+    let mut fresh = RawClient::connect(proxy.addr).await;
     fresh.get("/events", &[]).await;
     origin.next_request().await.respond_sse();
     assert_eq!(fresh.read_head().await.0, 200);

@@ -3,16 +3,7 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::*;
-use tokio::process::Command;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_ssebridge");
-
-fn config(addr: &str, routes: &str) -> String {
-    format!("listeners:\n  - bind: {addr}\nroutes:\n{routes}")
-}
 
 fn route(path: &str, origin: &Origin) -> String {
     format!(
@@ -32,21 +23,9 @@ fn hangup(pid: u32) {
 #[tokio::test]
 async fn sighup_applies_a_new_configuration_without_dropping_open_streams_and_refuses_a_bad_one() {
     let mut origin = Origin::start().await;
-    let addr = format!("127.0.0.1:{}", free_port());
-    let file = temp_dir("reload").join("proxy.yaml");
-    std::fs::write(&file, config(&addr, &route("/old", &origin))).expect("write config");
-    let mut child = Command::new(BINARY)
-        .args(["--config", file.to_str().expect("path")])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let pid = child.id().expect("pid");
-    let mut log = Output::new(child.stderr.take().expect("stderr"));
-    log.read_until(&addr).await;
-    let proxy_addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let mut proxy = Binary::start("reload", &route("/old", &origin), &[]).await;
+    let (pid, proxy_addr, file) = (proxy.pid, proxy.addr, proxy.config.clone());
+    let log = &mut proxy.log;
 
     // A stream opened before the reload.
     let mut open = RawClient::connect(proxy_addr).await;
@@ -55,7 +34,8 @@ async fn sighup_applies_a_new_configuration_without_dropping_open_streams_and_re
     open.read_head().await;
 
     // A new route appears, the old one goes.
-    std::fs::write(&file, config(&addr, &route("/new", &origin))).expect("rewrite config");
+    std::fs::write(&file, Binary::config(proxy_addr, &route("/new", &origin)))
+        .expect("rewrite config");
     hangup(pid);
     log.read_until("configuration reloaded").await;
     let mut fresh = RawClient::connect(proxy_addr).await;

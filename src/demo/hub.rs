@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -15,12 +15,7 @@ use crate::server::ServeError;
 
 pub async fn start(shutdown: CancellationToken) -> Result<SocketAddr, ServeError> {
     let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
+    let (listener, addr) = crate::server::bind(bind).await?;
     let (hub, _) = broadcast::channel::<String>(64);
     let ticker = hub.clone();
     let tick_stop = shutdown.clone();

@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -28,12 +27,7 @@ const PAGE: &str = include_str!("page.html");
 
 pub async fn start(shutdown: CancellationToken) -> Result<SocketAddr, ServeError> {
     let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let listener = TcpListener::bind(bind)
-        .await
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: bind, source })?;
+    let (listener, addr) = crate::server::bind(bind).await?;
     let (chat, _) = broadcast::channel::<String>(64);
     tokio::spawn(async move {
         loop {

@@ -1250,3 +1250,51 @@ impl OriginStream {
             .is_ok()
     }
 }
+
+/// The real `ssebridge` binary running on a configuration file, with its log at hand.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub config: std::path::PathBuf,
+    pub log: Output<tokio::process::ChildStderr>,
+}
+
+impl Binary {
+    /// Writes a configuration with one listener on a free port and `routes` (YAML list items),
+    /// starts the binary on it with `args`, and returns once it listens.
+    pub async fn start(name: &str, routes: &str, args: &[&str]) -> Binary {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let config = temp_dir(name).join("proxy.yaml");
+        std::fs::write(&config, Self::config(addr, routes)).expect("write the configuration");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ssebridge"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
+        let pid = child.id().expect("pid");
+        let mut log = Output::new(child.stderr.take().expect("stderr"));
+        // The listener is bound before its address is logged; skip the rest of that line.
+        log.read_until(&addr.to_string()).await;
+        log.read_until("\n").await;
+        Binary {
+            child,
+            pid,
+            addr,
+            config,
+            log,
+        }
+    }
+
+    /// The configuration text for `addr` and `routes`.
+    pub fn config(addr: SocketAddr, routes: &str) -> String {
+        format!("listeners:\n  - bind: {addr}\nroutes:\n{routes}")
+    }
+}
