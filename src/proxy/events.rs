@@ -17,6 +17,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::budget::{Budget, Overflow};
 use super::sse::{drain_retry, Heartbeat};
 use super::stream::{StreamLog, StreamState};
+use super::websocket::{queue_slots, QUEUED_OVERHEAD};
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::encoder;
 use crate::upstream::BoxError;
@@ -37,7 +38,7 @@ impl EventSender {
     /// Queues one whole event, waiting while the client drains a full `client_buffer`;
     /// `Overflow` when the client cannot keep up and is to be cut.
     pub async fn send(&self, event: Bytes) -> Result<(), Overflow> {
-        let len = event.len();
+        let len = event.len() + QUEUED_OVERHEAD;
         let queued = match self.budget.reserve(len).await {
             Ok(()) => self
                 .tx
@@ -103,7 +104,7 @@ pub fn channel(
     drain: WaitForCancellationFutureOwned,
     log: StreamLog,
 ) -> (EventSender, EventStreamBody) {
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(queue_slots(options.client_buffer));
     let budget = Arc::new(Budget::new(options.client_buffer));
     let end = Arc::new(AtomicU8::new(OPEN));
     let mut prefix = BytesMut::new();
@@ -157,7 +158,7 @@ impl Body for EventStreamBody {
         }
         match this.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
-                this.budget.release(event.len());
+                this.budget.release(event.len() + QUEUED_OVERHEAD);
                 this.log.forwarded(Direction::Down, 1, event.len() as u64);
                 if let Some(h) = this.heartbeat.as_mut() {
                     h.wrote();

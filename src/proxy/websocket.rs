@@ -83,7 +83,8 @@ pub fn ws_config(settings: &RouteSettings) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(settings.max_message))
         .max_frame_size(Some(settings.max_message))
-        .write_buffer_size(0)
+        // Frames gather in the write buffer until the writer flushes a batch.
+        .write_buffer_size(MAX_BATCH)
         .max_write_buffer_size(settings.client_buffer.max(settings.max_message) + 64 * 1024)
 }
 
@@ -104,7 +105,7 @@ pub fn close_message(code: CloseCode, reason: &str) -> Message {
     }))
 }
 
-/// The byte size a message occupies in an outbox.
+/// The payload size of a message (what is counted as forwarded).
 pub fn message_len(msg: &Message) -> usize {
     match msg {
         Message::Text(t) => t.len(),
@@ -112,6 +113,23 @@ pub fn message_len(msg: &Message) -> usize {
         Message::Close(_) | Message::Frame(_) => 2,
     }
 }
+
+/// What a queued message costs against `client_buffer`: its payload and the bookkeeping that
+/// holds it, so that many tiny messages are bounded too.
+pub const QUEUED_OVERHEAD: usize = 64;
+
+fn queued_cost(msg: &Message) -> usize {
+    message_len(msg) + QUEUED_OVERHEAD
+}
+
+/// Slots for a queue whose bytes are bounded by `limit`: never full before the budget is, so a
+/// full budget, not a message count, decides when a client is too slow.
+pub fn queue_slots(limit: usize) -> usize {
+    limit / QUEUED_OVERHEAD + 2
+}
+
+/// A write batch never holds more than this before it is flushed.
+const MAX_BATCH: usize = 64 * 1024;
 
 /// A bounded, byte-counted queue of messages for one peer, drained by a writer task.
 #[derive(Clone)]
@@ -125,7 +143,7 @@ pub struct Outbox {
 impl Outbox {
     /// Queues a small control message (close, ping) without waiting.
     pub fn push(&self, msg: Message) -> Result<(), Overflow> {
-        let len = message_len(&msg);
+        let len = queued_cost(&msg);
         self.budget.try_reserve(len)?;
         self.queue(msg, len)
     }
@@ -133,7 +151,7 @@ impl Outbox {
     /// Queues a message, waiting while the peer drains a full `client_buffer`; `Overflow` when
     /// the peer cannot keep up and is to be cut.
     pub async fn send(&self, msg: Message) -> Result<(), Overflow> {
-        let len = message_len(&msg);
+        let len = queued_cost(&msg);
         self.budget.reserve(len).await?;
         self.queue(msg, len)
     }
@@ -168,7 +186,7 @@ pub fn spawn_writer<S>(
 where
     S: Sink<Message, Error = WsError> + Unpin + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Message>(1024);
+    let (tx, mut rx) = mpsc::channel::<Message>(queue_slots(limit));
     let budget = Arc::new(Budget::new(limit));
     let cut = CancellationToken::new();
     let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -180,7 +198,7 @@ where
     };
     let handle = tasks.spawn(async move {
         loop {
-            let msg = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = cut.cancelled() => break,
                 msg = rx.recv() => match msg {
@@ -191,15 +209,14 @@ where
                     }
                 },
             };
-            let len = message_len(&msg);
-            let is_close = matches!(msg, Message::Close(_));
-            let sent = tokio::select! {
+            let mut batch = Batch::default();
+            let written = tokio::select! {
                 biased;
                 _ = cut.cancelled() => break,
-                sent = sink.send(msg) => sent,
+                written = write_batch(&mut sink, &mut rx, first, &mut batch) => written,
             };
-            budget.release(len);
-            if sent.is_err() || is_close {
+            budget.release(batch.cost);
+            if written.is_err() || batch.closed {
                 return;
             }
         }
@@ -212,6 +229,37 @@ where
             .now_or_never();
     });
     (outbox, handle)
+}
+
+/// What one write batch carried.
+#[derive(Default)]
+struct Batch {
+    cost: usize,
+    closed: bool,
+}
+
+/// Writes `first` and whatever else is already queued (up to [`MAX_BATCH`]), then flushes once:
+/// a burst costs one write to the socket, not one per message.
+async fn write_batch<S>(
+    sink: &mut S,
+    rx: &mut mpsc::Receiver<Message>,
+    first: Message,
+    batch: &mut Batch,
+) -> Result<(), WsError>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        batch.cost += queued_cost(&msg);
+        batch.closed = matches!(msg, Message::Close(_));
+        sink.feed(msg).await?;
+        if batch.closed || batch.cost >= MAX_BATCH {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    sink.flush().await
 }
 
 /// Ping keepalive for one peer: after `every` without receiving anything a ping is sent; after
