@@ -5,6 +5,15 @@ mod common;
 
 use common::*;
 
+/// A client with an open `/events` stream, and the origin's end of it.
+async fn open_stream(proxy: &Proxy, origin: &mut Origin) -> (RawClient, OriginStream) {
+    let mut client = RawClient::connect(proxy.addr()).await;
+    client.get("/events", &[]).await;
+    let stream = origin.next_request().await.respond_sse();
+    client.read_head().await;
+    (client, stream)
+}
+
 fn route(origin: &Origin, extra: &str) -> String {
     config_with_routes(&format!(
         "  - path: /events\n    upstream: {}\n{extra}",
@@ -66,14 +75,8 @@ async fn heartbeat_is_written_when_idle_and_never_inside_a_half_sent_event() {
     let proxy = Proxy::start(&route(&origin, "    heartbeat: 100ms\n")).await;
     // A second stream on the same proxy is the clock: two heartbeats there prove that at least
     // two intervals passed while the first stream sat inside an event.
-    let mut watched = RawClient::connect(proxy.addr()).await;
-    watched.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    watched.read_head().await;
-    let mut clock = RawClient::connect(proxy.addr()).await;
-    clock.get("/events", &[]).await;
-    let _clock_stream = origin.next_request().await.respond_sse();
-    clock.read_head().await;
+    let (mut watched, stream) = open_stream(&proxy, &mut origin).await;
+    let (mut clock, _clock_stream) = open_stream(&proxy, &mut origin).await;
 
     // Idle at the start: a heartbeat comes.
     watched.read_until(":\n\n").await;
@@ -117,10 +120,7 @@ async fn last_event_id_query_parameter_becomes_the_header_and_leaves_the_url() {
 async fn client_disconnect_cancels_the_upstream_request() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "    heartbeat: 0\n")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     stream.send("data: x\n\n").await;
     client.read_until("data: x\n\n").await;
     drop(client);
@@ -131,10 +131,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
 async fn upstream_failure_mid_event_aborts_the_client_response() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     stream.send("data: whole\n\ndata: half").await;
     client.read_until("data: half").await;
     stream.abort().await;
@@ -149,10 +146,7 @@ async fn upstream_failure_mid_event_aborts_the_client_response() {
 async fn upstream_clean_end_ends_the_client_response_cleanly() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     stream.send("data: last\n\n").await;
     stream.finish();
     client.read_until("data: last\n\n").await;
@@ -179,10 +173,7 @@ async fn unreachable_upstream_gets_502_with_a_reason() {
 async fn retry_field_opens_the_stream() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "    retry: 2500ms\n")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     stream.send("data: a\n\n").await;
     let body = client.read_until("data: a\n\n").await;
     let retry = body.find("retry: 2500\n\n").expect("retry field");
@@ -197,10 +188,7 @@ async fn heartbeat_padding_pads_the_comment_to_the_configured_size() {
         "    heartbeat: 100ms\n    heartbeat_padding: 64\n",
     ))
     .await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let _stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, _stream) = open_stream(&proxy, &mut origin).await;
     let heartbeat = client.read_until("\n\n").await;
     assert_eq!(heartbeat.len(), 64, "{heartbeat:?}");
     assert!(heartbeat.starts_with(':') && heartbeat[1..62].bytes().all(|b| b == b' '));
@@ -210,10 +198,7 @@ async fn heartbeat_padding_pads_the_comment_to_the_configured_size() {
 async fn leading_bom_is_dropped_when_the_proxy_wrote_first() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "    retry: 1s\n    heartbeat: 0\n")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     // The BOM arrives split across two chunks.
     stream.send(&b"\xEF\xBB"[..]).await;
     stream.send(&b"\xBFdata: a\n\n"[..]).await;
@@ -227,10 +212,7 @@ async fn leading_bom_is_dropped_when_the_proxy_wrote_first() {
 async fn leading_bom_passes_untouched_when_the_upstream_writes_first() {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "    heartbeat: 0\n")).await;
-    let mut client = RawClient::connect(proxy.addr()).await;
-    client.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    client.read_head().await;
+    let (mut client, stream) = open_stream(&proxy, &mut origin).await;
     stream.send(&b"\xEF\xBB\xBFdata: a\n\n"[..]).await;
     assert_eq!(
         client.read_until("data: a\n\n").await,
@@ -243,14 +225,8 @@ async fn line_ends_stay_as_the_upstream_wrote_them_and_lone_cr_streams_get_no_he
 {
     let mut origin = Origin::start().await;
     let proxy = Proxy::start(&route(&origin, "    heartbeat: 100ms\n")).await;
-    let mut watched = RawClient::connect(proxy.addr()).await;
-    watched.get("/events", &[]).await;
-    let stream = origin.next_request().await.respond_sse();
-    watched.read_head().await;
-    let mut clock = RawClient::connect(proxy.addr()).await;
-    clock.get("/events", &[]).await;
-    let _clock_stream = origin.next_request().await.respond_sse();
-    clock.read_head().await;
+    let (mut watched, stream) = open_stream(&proxy, &mut origin).await;
+    let (mut clock, _clock_stream) = open_stream(&proxy, &mut origin).await;
     watched.read_until(":\n\n").await;
     stream.send("data: a\r\rdata: b\r\n\r\n").await;
     watched.read_until("data: a\r\rdata: b\r\n\r\n").await;
