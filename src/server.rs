@@ -16,7 +16,6 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -319,6 +318,9 @@ async fn connection(
             }
         }
     };
+    let Some(protocol) = protocol(&stream, accepted_at + limits.header_timeout).await else {
+        return;
+    };
     let scheme = if matches!(stream, ClientStream::Tls(_)) {
         "https"
     } else {
@@ -369,45 +371,131 @@ async fn connection(
             }))
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_size.max(8192))
-        .max_headers(100)
-        .keep_alive(rejection.is_none());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_size as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(1000);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let drain = shared.proxy.drain.clone();
-    let mut draining = false;
-    loop {
-        let deadline = activity.deadline(&limits);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-                return;
+    let watch = Watch {
+        peer,
+        limits: &limits,
+        activity: &activity,
+        drain: &shared.proxy.drain,
+        hard_stop: &shared.proxy.hard_stop,
+        kill: &kill,
+    };
+    let io = TokioIo::new(io);
+    // HTTP/1.1 and HTTP/2 are served by hyper's own connection types rather than hyper-util's
+    // auto builder, whose protocol sniffing keeps an 8 KiB buffer for each connection's life.
+    match protocol {
+        Protocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                .max_buf_size(limits.max_header_size.max(8192))
+                .max_headers(100)
+                .keep_alive(rejection.is_none())
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            watch.run(conn, |c| c.graceful_shutdown()).await;
+        }
+        Protocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(limits.max_header_size as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .max_concurrent_streams(1000)
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            watch.run(conn, |c| c.graceful_shutdown()).await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// HTTP/1.1 or HTTP/2: by ALPN on TLS (no ALPN means HTTP/1.1), by a peek at the client's first
+/// bytes on cleartext (HTTP/2 with prior knowledge starts with the preface). `None` when the
+/// client closes or says nothing before `deadline`.
+async fn protocol(stream: &ClientStream, deadline: Instant) -> Option<Protocol> {
+    let tcp = match stream {
+        ClientStream::Tls(tls) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            return Some(if h2 { Protocol::Http2 } else { Protocol::Http1 });
+        }
+        ClientStream::Plain(tcp) => tcp,
+    };
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = tcp.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
             }
-            _ = drain.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
+            if !H2_PREFACE.starts_with(&buf[..n]) {
+                return Some(Protocol::Http1);
             }
-            _ = shared.proxy.hard_stop.cancelled() => return,
-            _ = kill.cancelled() => return,
-            _ = activity.ended.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                if activity.expired(&limits) {
-                    tracing::debug!(%peer, "closing idle connection");
+            if n == H2_PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A preface split across packets: peek again once more has arrived.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout_at(deadline, sniff)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// What a connection task watches besides its connection.
+struct Watch<'a> {
+    peer: SocketAddr,
+    limits: &'a Limits,
+    activity: &'a Arc<Activity>,
+    drain: &'a CancellationToken,
+    hard_stop: &'a CancellationToken,
+    kill: &'a CancellationToken,
+}
+
+impl Watch<'_> {
+    /// Drives `conn` until it ends, starting its graceful shutdown on drain and dropping it on
+    /// a hard stop, a kill, or an idle or header timeout.
+    async fn run<C, E>(
+        &self,
+        mut conn: std::pin::Pin<&mut C>,
+        graceful: impl Fn(std::pin::Pin<&mut C>),
+    ) where
+        C: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let peer = self.peer;
+        let mut draining = false;
+        loop {
+            let deadline = self.activity.deadline(self.limits);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
                     return;
+                }
+                _ = self.drain.cancelled(), if !draining => {
+                    draining = true;
+                    graceful(conn.as_mut());
+                }
+                _ = self.hard_stop.cancelled() => return,
+                _ = self.kill.cancelled() => return,
+                _ = self.activity.ended.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.activity.expired(self.limits) {
+                        tracing::debug!(%peer, "closing idle connection");
+                        return;
+                    }
                 }
             }
         }
