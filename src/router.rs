@@ -25,10 +25,6 @@ impl<T> Router<T> {
             .iter()
             .find_map(|(prefix, target)| segment_suffix(prefix, path).map(|rest| (target, rest)))
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<T>> {
-        self.entries.iter().map(|(_, t)| t)
-    }
 }
 
 /// `Some(rest)` when `prefix` matches `path` on whole segments: `/a` matches `/a` and `/a/b`,

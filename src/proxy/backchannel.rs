@@ -78,14 +78,6 @@ impl Sessions {
             .filter(|s| &*s.route == route)
             .map(|s| s.tx.clone())
     }
-
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The `send` URL of a session: an absolute path on the stream's own host.

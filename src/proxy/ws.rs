@@ -254,8 +254,3 @@ pub fn ping(alive: &mut Keepalive, outbox: &Outbox) -> bool {
         KeepaliveAction::Nothing => false,
     }
 }
-
-/// `400` for a broken handshake, `403` for an origin the route does not allow.
-pub fn refuse_origin() -> Response<ProxyBody> {
-    error_response(StatusCode::FORBIDDEN, "origin not allowed")
-}

@@ -551,17 +551,10 @@ pub async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Str
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use tokio_tungstenite::tungstenite::Message;
-    within("a text message", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a text message, got {other:?}"),
-            }
-        }
-    })
-    .await
+    match next_data(ws).await {
+        WsMessage::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
 }
 
 /// A port that was free a moment ago (bound, then released), for a program that cannot tell
