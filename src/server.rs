@@ -305,7 +305,9 @@ async fn connection(
         None => ClientStream::Plain(tcp),
         Some(config) => {
             let handshake = TlsAcceptor::from(config).accept(tcp);
-            match tokio::time::timeout(limits.header_timeout, handshake).await {
+            // Boxed, like the HTTP/2 connection below: the task keeps room for its largest
+            // state for its whole life, and these would triple it for every HTTP/1.1 stream.
+            match Box::pin(tokio::time::timeout(limits.header_timeout, handshake)).await {
                 Ok(Ok(stream)) => ClientStream::Tls(Box::new(stream)),
                 Ok(Err(err)) => {
                     tracing::debug!(%peer, error = %err, "TLS handshake failed");
@@ -403,8 +405,8 @@ async fn connection(
                 .keep_alive_timeout(Duration::from_secs(20))
                 .max_concurrent_streams(1000)
                 .serve_connection(io, service);
-            tokio::pin!(conn);
-            watch.run(conn, |c| c.graceful_shutdown()).await;
+            let mut conn = Box::pin(conn);
+            watch.run(conn.as_mut(), |c| c.graceful_shutdown()).await;
         }
     }
 }
