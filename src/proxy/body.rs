@@ -5,22 +5,21 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::stream::StreamLog;
 use crate::metrics::{CloseReason, Direction};
-use crate::upstream::BoxError;
+use crate::upstream::{BoxError, OriginBody};
 
 pin_project_lite::pin_project! {
     pub struct Logged {
         #[pin]
-        inner: Incoming,
+        inner: OriginBody,
         log: StreamLog,
     }
 }
 
 impl Logged {
-    pub fn new(inner: Incoming, mut log: StreamLog) -> Self {
+    pub fn new(inner: OriginBody, mut log: StreamLog) -> Self {
         if inner.is_end_stream() {
             log.close(CloseReason::UpstreamEnd);
         }
@@ -46,7 +45,7 @@ impl Body for Logged {
             }
             Poll::Ready(Some(Err(err))) => {
                 this.log.close(CloseReason::UpstreamError);
-                Poll::Ready(Some(Err(Box::new(err))))
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
                 this.log.close(CloseReason::UpstreamEnd);

@@ -116,6 +116,18 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
+/// Whether the client asks for an event stream (`Accept: text/event-stream`, as every
+/// `EventSource` sends).
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|range| range.split(';').next())
+        .any(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 /// Makes an event-stream response safe to pass through caches and buffering proxies.
 pub fn repair_event_stream(headers: &mut HeaderMap) {
     let cache_control = repaired_cache_control(headers);

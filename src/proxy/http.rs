@@ -1,11 +1,15 @@
 //! Forwarding a request to an HTTP origin: the request body streamed up, the response body
 //! streamed down. A `200` `text/event-stream` response becomes an [`SsePassthrough`]; any
 //! other response passes unchanged (less hop-by-hop headers).
+//!
+//! A bodiless `GET` that asks for an event stream gets a connection of its own
+//! ([`upstream::h1`]): an open stream then costs its socket and little else. Every other
+//! request goes through the route's pooled client.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -15,7 +19,7 @@ use super::sse::{Heartbeat, SsePassthrough};
 use super::stream::StreamLog;
 use super::{error_response, ConnInfo, Proxy, ProxyBody, RouteState};
 use crate::metrics::{LimitKind, StreamKind};
-use crate::upstream::{BoxError, UpstreamError};
+use crate::upstream::{self, BoxError, OriginBody, UpstreamError};
 
 /// What the upstream request is made of, taken from the client's request.
 pub struct Target {
@@ -140,6 +144,25 @@ pub async fn forward(
         Ok(t) => t,
         Err(status) => return error_response(status, "invalid request target"),
     };
+    if parts.method == Method::GET
+        && body.is_end_stream()
+        && headers::accepts_event_stream(&parts.headers)
+    {
+        let headers = upstream_headers(std::mem::take(&mut parts.headers), &route, &conn, &target);
+        let settings = &route.route.settings;
+        let response = upstream::request_own(
+            &target.uri,
+            route.tls.clone(),
+            settings.connect_timeout,
+            &parts.method,
+            &headers,
+        )
+        .await;
+        return match response {
+            Ok(response) => respond(proxy, &route, &conn, response),
+            Err(err) => super::upstream_failed(&route, err),
+        };
+    }
     let max_body = proxy.limits().max_body;
     if let (Some(max), Some(len)) = (max_body, body.size_hint().exact()) {
         if len > max {
@@ -181,7 +204,7 @@ pub async fn forward(
             return super::upstream_failed(&route, UpstreamError::from_client(err));
         }
     };
-    respond(proxy, &route, &conn, response)
+    respond(proxy, &route, &conn, response.map(OriginBody::Pooled))
 }
 
 fn body_too_large(err: &hyper_util::client::legacy::Error) -> bool {
@@ -199,9 +222,14 @@ fn respond(
     proxy: &Proxy,
     route: &Arc<RouteState>,
     conn: &ConnInfo,
-    response: Response<Incoming>,
+    response: Response<OriginBody>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
+    // RFC 9112 section 6.3: a Transfer-Encoding overrides Content-Length, and a proxy removes
+    // the latter before forwarding (the client gets the body re-framed).
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     headers::remove_hop_by_hop(&mut parts.headers);
     let settings = &route.route.settings;
     let is_stream = parts.status == StatusCode::OK && headers::is_event_stream(&parts.headers);

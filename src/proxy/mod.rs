@@ -49,22 +49,21 @@ pub struct RouteState {
     /// The route's path, as used in logs and metric labels.
     pub name: Arc<str>,
     pub client: HttpClient,
-    /// TLS for a `wss` upstream.
-    pub ws_tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS for an `https` or `wss` upstream.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub metrics: Arc<RouteMetrics>,
 }
 
 impl RouteState {
     fn new(route: Route, metrics: &Metrics) -> Result<Self, TlsError> {
         let tls = tls::client_config(route.settings.upstream_ca.as_deref())?;
-        let ws_tls = (route.upstream.kind == UpstreamKind::WebSocket && route.upstream.tls)
-            .then(|| tls.clone());
+        let origin_tls = route.upstream.tls.then(|| tls.clone());
         let client = upstream::http_client(tls, route.settings.connect_timeout);
         Ok(RouteState {
             name: Arc::from(route.path.as_str()),
             metrics: metrics.route(&route.path),
             client,
-            ws_tls,
+            tls: origin_tls,
             route,
         })
     }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -21,7 +20,7 @@ use super::stream::{StreamLog, StreamState};
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::boundary::{BomFilter, BoundaryTracker};
 use crate::sse::encoder;
-use crate::upstream::BoxError;
+use crate::upstream::{BoxError, OriginBody};
 
 /// Heartbeat settings and timer of one stream.
 pub struct Heartbeat {
@@ -89,7 +88,7 @@ pin_project_lite::pin_project! {
     /// The response body of an SSE passthrough stream.
     pub struct SsePassthrough {
         #[pin]
-        upstream: Incoming,
+        upstream: OriginBody,
         tracker: BoundaryTracker,
         // Present until the upstream's first bytes are known.
         bom: Option<BomFilter>,
@@ -100,14 +99,14 @@ pin_project_lite::pin_project! {
         drain: Pin<Box<WaitForCancellationFutureOwned>>,
         retry: Option<Duration>,
         // An upstream failure, reported to hyper one turn after it happened.
-        failure: Option<hyper::Error>,
+        failure: Option<BoxError>,
         log: StreamLog,
     }
 }
 
 impl SsePassthrough {
     pub fn new(
-        upstream: Incoming,
+        upstream: OriginBody,
         retry: Option<Duration>,
         heartbeat: Option<Heartbeat>,
         drain: WaitForCancellationFutureOwned,
@@ -153,7 +152,7 @@ impl Body for SsePassthrough {
                 .metrics()
                 .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
             this.log.close(CloseReason::UpstreamError);
-            return Poll::Ready(Some(Err(Box::new(err))));
+            return Poll::Ready(Some(Err(err)));
         }
         loop {
             if this.log.is_closed() {

@@ -47,7 +47,7 @@ pub async fn serve(
     let connected = upstream::connect_ws(
         &target.uri,
         upstream_headers,
-        route.ws_tls.clone(),
+        route.tls.clone(),
         settings.connect_timeout,
         websocket::ws_config(settings),
     )

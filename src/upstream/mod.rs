@@ -1,5 +1,7 @@
-//! Connecting to origins: one pooled HTTP client per route (HTTP/1.1 over TCP or TLS), with the
-//! whole connect (TCP and TLS handshake) bounded by the route's `connect_timeout`.
+//! Connecting to origins: one pooled HTTP client per route (HTTP/1.1 over TCP or TLS), a
+//! connection of its own for each request that asks for an event stream ([`h1`]), and
+//! WebSocket connects; every connect (TCP and TLS handshake) is bounded by the route's
+//! `connect_timeout`.
 //!
 //! Errors are classified here, once, into [`UpstreamError`]; `proxy::error` maps them to a
 //! status or close code.
@@ -21,6 +23,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 
 use crate::metrics::UpstreamErrorKind;
+
+pub mod chunked;
+pub mod h1;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 /// A streamed request body on its way to an origin.
@@ -155,12 +160,98 @@ pub fn http_client(tls: Arc<ClientConfig>, connect_timeout: Duration) -> HttpCli
         .build(connector)
 }
 
-/// A connection to a WebSocket origin, cleartext or TLS.
+/// A connection to an origin, cleartext or TLS. The TLS state (over a kilobyte) is boxed so
+/// that cleartext connections, held by every open stream, stay small.
 pub type UpstreamStream = tokio_util::either::Either<
     tokio::net::TcpStream,
-    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
 >;
 pub type UpstreamWs = tokio_tungstenite::WebSocketStream<UpstreamStream>;
+
+/// Opens a connection to the origin of `url`, with TLS when `tls` is given. Not bounded in
+/// time: the caller bounds the connect together with whatever handshake follows it.
+pub async fn connect(
+    url: &Uri,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<UpstreamStream, UpstreamError> {
+    use tokio_util::either::Either;
+
+    let host = url
+        .host()
+        .ok_or_else(|| UpstreamError::Connect("upstream URL has no host".to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = url
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| UpstreamError::Connect(format!("{host}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = tls else {
+        return Ok(Either::Left(tcp));
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
+    Ok(Either::Right(Box::new(tls)))
+}
+
+/// Sends a bodiless request on a connection of its own (see [`h1`]); the connect and the TLS
+/// handshake are bounded by `timeout`, the wait for the response head is not.
+pub async fn request_own(
+    url: &Uri,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+) -> Result<http::Response<OriginBody>, UpstreamError> {
+    let io = tokio::time::timeout(timeout, connect(url, tls))
+        .await
+        .map_err(|_| UpstreamError::Timeout)??;
+    let response = h1::exchange(io, method, url, headers).await?;
+    Ok(response.map(OriginBody::Own))
+}
+
+/// A response body from an origin: read by the pooled client, or by the stream itself on a
+/// connection of its own.
+#[derive(Debug)]
+pub enum OriginBody {
+    Pooled(hyper::body::Incoming),
+    Own(h1::ResponseBody),
+}
+
+impl http_body::Body for OriginBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            OriginBody::Pooled(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            OriginBody::Own(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OriginBody::Pooled(body) => body.is_end_stream(),
+            OriginBody::Own(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            OriginBody::Pooled(body) => body.size_hint(),
+            OriginBody::Own(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Opens a WebSocket to `url` (`ws` or `wss`), sending `headers` with the handshake. The TCP
 /// connect, TLS handshake and WebSocket handshake together are bounded by `timeout`.
@@ -172,34 +263,9 @@ pub async fn connect_ws(
     config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
 ) -> Result<(UpstreamWs, http::HeaderMap), UpstreamError> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_util::either::Either;
 
-    let host = url
-        .host()
-        .ok_or_else(|| UpstreamError::Connect("upstream URL has no host".to_owned()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = url
-        .port_u16()
-        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let connecting = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| UpstreamError::Connect(format!("{host}:{port}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = match tls {
-            None => Either::Left(tcp),
-            Some(config) => {
-                let name = rustls_pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
-                Either::Right(tls)
-            }
-        };
+        let stream = connect(url, tls).await?;
         let mut request = url
             .clone()
             .into_client_request()
