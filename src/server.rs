@@ -360,10 +360,12 @@ async fn connection(
         let proxy = proxy.clone();
         let conn_info = conn_info.clone();
         async move {
+            // Boxed: the stream kinds' futures are large, and hyper keeps an allocation the
+            // size of the service future for as long as the connection lives. Boxing frees it
+            // with the request instead (about 13 KiB per open stream).
             let response = match rejection {
                 Some(limit) => reject(limit),
-                None => proxy
-                    .handle(conn_info, req)
+                None => Box::pin(proxy.handle(conn_info, req))
                     .await
                     .unwrap_or_else(|e| match e {}),
             };
