@@ -19,5 +19,6 @@ pub mod sse;
 pub mod strict;
 pub mod tls;
 pub mod upstream;
+pub mod wake;
 
 pub use server::{serve, Running, ServeError};

@@ -6,10 +6,13 @@
 //! The accept loop never stops on an error: it logs, backs off and keeps accepting.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -29,6 +32,7 @@ use crate::io::{ClientIo, ClientStream, ConnGuard, CutFlag};
 use crate::metrics::{LimitKind, Metrics};
 use crate::proxy::{error_response, ConnInfo, Proxy, Table};
 use crate::tls::{self, TlsError};
+use crate::wake::SideWake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -344,7 +348,8 @@ async fn connection(
         guard,
         limits.max_header_size,
     );
-    let kill = CancellationToken::new();
+    // A child of the hard stop, so that the connection task waits on one token for both.
+    let kill = shared.proxy.hard_stop.child_token();
     let conn_info = Arc::new(ConnInfo {
         peer,
         scheme,
@@ -380,7 +385,6 @@ async fn connection(
         limits: &limits,
         activity: &activity,
         drain: &shared.proxy.drain,
-        hard_stop: &shared.proxy.hard_stop,
         kill: &kill,
     };
     let io = TokioIo::new(io);
@@ -462,7 +466,7 @@ struct Watch<'a> {
     limits: &'a Limits,
     activity: &'a Arc<Activity>,
     drain: &'a CancellationToken,
-    hard_stop: &'a CancellationToken,
+    /// Cancelled by a hard stop too (a child token).
     kill: &'a CancellationToken,
 }
 
@@ -471,38 +475,50 @@ impl Watch<'_> {
     /// a hard stop, a kill, or an idle or header timeout.
     async fn run<C, E>(
         &self,
-        mut conn: std::pin::Pin<&mut C>,
-        graceful: impl Fn(std::pin::Pin<&mut C>),
+        mut conn: Pin<&mut C>,
+        graceful: impl Fn(Pin<&mut C>),
     ) where
-        C: std::future::Future<Output = Result<(), E>>,
+        C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
         let peer = self.peer;
         let mut draining = false;
-        loop {
-            let deadline = self.activity.deadline(self.limits);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    }
-                    return;
+        // The connection wakes for every event of its stream; the rest is polled only when it
+        // wakes (see `wake`), and the idle timer runs only while no request is in flight.
+        let side = SideWake::default();
+        let mut drain = pin!(self.drain.cancelled());
+        let mut kill = pin!(self.kill.cancelled());
+        let mut ended = pin!(self.activity.ended.notified());
+        let mut idle = pin!(tokio::time::sleep_until(Instant::now()));
+        std::future::poll_fn(|cx| {
+            if side.due(cx) {
+                let mut side_cx = Context::from_waker(side.waker());
+                if kill.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(());
                 }
-                _ = self.drain.cancelled(), if !draining => {
+                if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
                     draining = true;
                     graceful(conn.as_mut());
                 }
-                _ = self.hard_stop.cancelled() => return,
-                _ = self.kill.cancelled() => return,
-                _ = self.activity.ended.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    if self.activity.expired(self.limits) {
+                while ended.as_mut().poll(&mut side_cx).is_ready() {
+                    ended.set(self.activity.ended.notified());
+                }
+                if let Some(deadline) = self.activity.deadline(self.limits) {
+                    if Instant::now() >= deadline {
                         tracing::debug!(%peer, "closing idle connection");
-                        return;
+                        return Poll::Ready(());
                     }
+                    idle.as_mut().reset(deadline);
+                    let _ = idle.as_mut().poll(&mut side_cx);
                 }
             }
-        }
+            conn.as_mut().poll(cx).map(|result| {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+            })
+        })
+        .await
     }
 }
 
@@ -548,22 +564,22 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    fn deadline(&self, limits: &Limits) -> Instant {
+    /// When the connection times out if nothing happens; `None` while a request is in flight
+    /// (re-checked when it ends: a long stream keeps its connection).
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            // Re-checked when the request ends; a long stream keeps its connection.
-            return Instant::now() + limits.keepalive_timeout.max(limits.header_timeout);
+            return None;
         }
         if self.requests.load(Ordering::Relaxed) == 0 {
-            return self.accepted_at + limits.header_timeout;
+            return Some(self.accepted_at + limits.header_timeout);
         }
-        self.accepted_at
-            + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
-            + limits.keepalive_timeout
+        Some(
+            self.accepted_at
+                + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+                + limits.keepalive_timeout,
+        )
     }
 
-    fn expired(&self, limits: &Limits) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.deadline(limits)
-    }
 }
 
 /// Marks a request in flight until its response body is done or dropped.

@@ -244,7 +244,7 @@ fn respond(
         let heartbeat = settings
             .heartbeat
             .map(|every| Heartbeat::new(every, settings.heartbeat_padding));
-        let drain = proxy.drain.clone().cancelled_owned();
+        let drain = proxy.drain.clone();
         SsePassthrough::new(body, settings.retry, heartbeat, drain, log).boxed_unsync()
     } else {
         let log = StreamLog::open(

@@ -14,13 +14,14 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::stream::{StreamLog, StreamState};
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::boundary::{BomFilter, BoundaryTracker};
 use crate::sse::encoder;
 use crate::upstream::{BoxError, OriginBody};
+use crate::wake::SideWake;
 
 /// Heartbeat settings and timer of one stream.
 pub struct Heartbeat {
@@ -96,7 +97,9 @@ pin_project_lite::pin_project! {
         wrote_first: bool,
         prefix: Option<Bytes>,
         heartbeat: Option<Heartbeat>,
+        // The shutdown's drain, polled only when it wakes (not for every event).
         drain: Pin<Box<WaitForCancellationFutureOwned>>,
+        side: SideWake,
         retry: Option<Duration>,
         // An upstream failure, reported to hyper one turn after it happened.
         failure: Option<BoxError>,
@@ -109,7 +112,7 @@ impl SsePassthrough {
         upstream: OriginBody,
         retry: Option<Duration>,
         heartbeat: Option<Heartbeat>,
-        drain: WaitForCancellationFutureOwned,
+        drain: CancellationToken,
         log: StreamLog,
     ) -> Self {
         let prefix = retry.map(|r| {
@@ -124,7 +127,8 @@ impl SsePassthrough {
             wrote_first: false,
             prefix,
             heartbeat,
-            drain: Box::pin(drain),
+            drain: Box::pin(drain.cancelled_owned()),
+            side: SideWake::default(),
             retry,
             failure: None,
             log,
@@ -158,8 +162,11 @@ impl Body for SsePassthrough {
             if this.log.is_closed() {
                 return Poll::Ready(None);
             }
-            if this.log.state() == StreamState::Open && this.drain.as_mut().poll(cx).is_ready() {
-                this.log.drain();
+            if this.log.state() == StreamState::Open && this.side.due(cx) {
+                let mut side_cx = Context::from_waker(this.side.waker());
+                if this.drain.as_mut().poll(&mut side_cx).is_ready() {
+                    this.log.drain();
+                }
             }
             if this.log.state() == StreamState::Draining && this.tracker.at_boundary() {
                 this.log.close(CloseReason::Shutdown);
@@ -194,22 +201,20 @@ impl Body for SsePassthrough {
                 }
                 Poll::Pending => {}
             }
-            let Some(heartbeat) = this.heartbeat.as_mut() else {
-                return Poll::Pending;
-            };
-            if heartbeat.poll_due(cx).is_pending() {
-                return Poll::Pending;
+            if let Some(heartbeat) = this.heartbeat.as_mut() {
+                if heartbeat.poll_due(cx).is_ready() {
+                    if this.tracker.at_boundary() {
+                        let mut out = BytesMut::with_capacity(heartbeat.padding.max(3));
+                        encoder::heartbeat(&mut out, heartbeat.padding);
+                        heartbeat.wrote();
+                        this.log.metrics().heartbeat();
+                        *this.wrote_first = true;
+                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                    }
+                    heartbeat.postpone(cx);
+                }
             }
-            if !this.tracker.at_boundary() {
-                heartbeat.postpone(cx);
-                return Poll::Pending;
-            }
-            let mut out = BytesMut::with_capacity(heartbeat.padding.max(3));
-            encoder::heartbeat(&mut out, heartbeat.padding);
-            heartbeat.wrote();
-            this.log.metrics().heartbeat();
-            *this.wrote_first = true;
-            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            return Poll::Pending;
         }
     }
 

@@ -1,0 +1,94 @@
+//! Futures that rarely complete (a drain, a kill, an idle deadline), polled only when they
+//! wake rather than on every wake of the task that owns them.
+//!
+//! A connection task wakes for every event of its stream. Polling a `CancellationToken`'s or a
+//! `Notify`'s future takes a lock (the drain token's is shared by every connection), so doing
+//! it per event costs more than forwarding the event. [`SideWake`] gives such futures a waker
+//! of their own: it marks them due and wakes the task, and the task polls them only then.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+
+/// A waker for side futures, and whether one of them has woken since they were last polled.
+pub struct SideWake {
+    shared: Arc<Shared>,
+    waker: Waker,
+}
+
+struct Shared {
+    due: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.due.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        let shared = Arc::new(Shared {
+            // Due at first, so that the first poll registers the side futures.
+            due: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        SideWake {
+            waker: Waker::from(shared.clone()),
+            shared,
+        }
+    }
+}
+
+impl SideWake {
+    /// Whether the side futures must be polled now (with [`SideWake::waker`]); in any case
+    /// the task behind `cx` is the one their wake-ups reach.
+    pub fn due(&self, cx: &Context<'_>) -> bool {
+        self.shared.task.register(cx.waker());
+        self.shared.due.swap(false, Ordering::AcqRel)
+    }
+
+    /// The waker to poll the side futures with.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::Poll;
+
+    #[tokio::test]
+    async fn a_side_future_is_polled_only_after_it_woke() {
+        let notify = tokio::sync::Notify::new();
+        let side = SideWake::default();
+        let mut waited = pin!(notify.notified());
+        let mut polls = 0;
+        let mut step = |cx: &mut Context<'_>| {
+            if side.due(cx) {
+                polls += 1;
+                let mut side_cx = Context::from_waker(side.waker());
+                return waited.as_mut().poll(&mut side_cx);
+            }
+            Poll::Pending
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(step(&mut cx).is_pending());
+        assert!(step(&mut cx).is_pending());
+        assert!(step(&mut cx).is_pending());
+        notify.notify_waiters();
+        assert!(step(&mut cx).is_ready());
+        assert_eq!(polls, 2, "polled at first and after the wake-up only");
+    }
+}
