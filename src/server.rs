@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -473,11 +473,8 @@ struct Watch<'a> {
 impl Watch<'_> {
     /// Drives `conn` until it ends, starting its graceful shutdown on drain and dropping it on
     /// a hard stop, a kill, or an idle or header timeout.
-    async fn run<C, E>(
-        &self,
-        mut conn: Pin<&mut C>,
-        graceful: impl Fn(Pin<&mut C>),
-    ) where
+    async fn run<C, E>(&self, mut conn: Pin<&mut C>, graceful: impl Fn(Pin<&mut C>))
+    where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -579,7 +576,6 @@ impl Activity {
                 + limits.keepalive_timeout,
         )
     }
-
 }
 
 /// Marks a request in flight until its response body is done or dropped.
