@@ -482,7 +482,7 @@ impl Watch<'_> {
         let mut draining = false;
         // The connection wakes for every event of its stream; the rest is polled only when it
         // wakes (see `wake`), and the idle timer runs only while no request is in flight.
-        let side = SideWake::default();
+        let mut side = SideWake::default();
         let mut drain = pin!(self.drain.cancelled());
         let mut kill = pin!(self.kill.cancelled());
         let mut ended = pin!(self.activity.ended.notified());

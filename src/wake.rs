@@ -16,6 +16,8 @@ use futures_util::task::AtomicWaker;
 pub struct SideWake {
     shared: Arc<Shared>,
     waker: Waker,
+    /// The task waker last registered, to skip registering the same one again.
+    registered: Option<Waker>,
 }
 
 struct Shared {
@@ -44,6 +46,7 @@ impl Default for SideWake {
         SideWake {
             waker: Waker::from(shared.clone()),
             shared,
+            registered: None,
         }
     }
 }
@@ -51,9 +54,18 @@ impl Default for SideWake {
 impl SideWake {
     /// Whether the side futures must be polled now (with [`SideWake::waker`]); in any case
     /// the task behind `cx` is the one their wake-ups reach.
-    pub fn due(&self, cx: &Context<'_>) -> bool {
-        self.shared.task.register(cx.waker());
-        self.shared.due.swap(false, Ordering::AcqRel)
+    pub fn due(&mut self, cx: &Context<'_>) -> bool {
+        // Called several times per event: a plain load and a pointer comparison when nothing
+        // has changed.
+        if !self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.shared.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        self.shared.due.load(Ordering::Acquire) && self.shared.due.swap(false, Ordering::AcqRel)
     }
 
     /// The waker to poll the side futures with.
@@ -72,7 +84,7 @@ mod tests {
     #[tokio::test]
     async fn a_side_future_is_polled_only_after_it_woke() {
         let notify = tokio::sync::Notify::new();
-        let side = SideWake::default();
+        let mut side = SideWake::default();
         let mut waited = pin!(notify.notified());
         let mut polls = 0;
         let mut step = |cx: &mut Context<'_>| {
