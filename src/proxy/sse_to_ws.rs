@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::metrics::{CloseReason, Direction, StreamKind};
 use crate::sse::decoder::Decoder;
-use crate::upstream::{BoxError, UpstreamError};
+use crate::upstream::{self, BoxError, OriginBody, UpstreamError};
 
 /// Client messages waiting to be POSTed.
 const POST_QUEUE_DEPTH: usize = 64;
@@ -51,13 +51,18 @@ pub async fn serve(
     if let Some(id) = &target.last_event_id {
         upstream_headers.insert(LAST_EVENT_ID, id.clone());
     }
-    let mut upstream_req =
-        Request::new(Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync());
-    *upstream_req.uri_mut() = target.uri;
-    *upstream_req.headers_mut() = upstream_headers;
-    let upstream = match route.client.request(upstream_req).await {
+    // Like an EventSource's request: a connection of its own, read by the relay directly.
+    let upstream = upstream::request_own(
+        &target.uri,
+        route.tls.clone(),
+        route.route.settings.connect_timeout,
+        &Method::GET,
+        &upstream_headers,
+    )
+    .await;
+    let upstream = match upstream {
         Ok(r) => r,
-        Err(err) => return upstream_failed(&route, UpstreamError::from_client(err)),
+        Err(err) => return upstream_failed(&route, err),
     };
     if upstream.status() != StatusCode::OK || !headers::is_event_stream(upstream.headers()) {
         let err = UpstreamError::Protocol(format!(
@@ -111,7 +116,7 @@ async fn relay(
     proxy: &Proxy,
     route: &RouteState,
     client: ClientWs,
-    mut upstream: Incoming,
+    mut upstream: OriginBody,
     poster: Option<mpsc::Sender<Message>>,
     mut log: StreamLog,
 ) {
