@@ -65,7 +65,13 @@ impl SideWake {
             self.shared.task.register(cx.waker());
             self.registered = Some(cx.waker().clone());
         }
-        self.shared.due.load(Ordering::Acquire) && self.shared.due.swap(false, Ordering::AcqRel)
+        if !self.shared.due.load(Ordering::Acquire) {
+            return false;
+        }
+        // The wake-up that marked them due took the task's waker out of `task`: put it back
+        // before clearing the mark, or the next wake-up would reach nobody.
+        self.shared.task.register(cx.waker());
+        self.shared.due.swap(false, Ordering::AcqRel)
     }
 
     /// The waker to poll the side futures with.
@@ -79,7 +85,33 @@ mod tests {
     use super::*;
     use std::future::Future;
     use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
     use std::task::Poll;
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_side_wake_up_reaches_the_task() {
+        let counter = Arc::new(Counting::default());
+        let task = Waker::from(counter.clone());
+        let cx = Context::from_waker(&task);
+        let mut side = SideWake::default();
+        assert!(side.due(&cx), "due at first");
+        for round in 1..=3 {
+            side.waker().wake_by_ref();
+            assert_eq!(counter.0.load(Ordering::SeqCst), round, "wake-up {round}");
+            assert!(side.due(&cx));
+            assert!(!side.due(&cx));
+        }
+    }
 
     #[tokio::test]
     async fn a_side_future_is_polled_only_after_it_woke() {

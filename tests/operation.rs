@@ -178,6 +178,45 @@ async fn header_timeout_closes_a_connection_whose_head_never_completes() {
     );
 }
 
+/// Two requests on one keep-alive connection, each answered `204`.
+async fn two_requests_answered(proxy: &Proxy, origin: &mut Origin) -> RawClient {
+    let mut client = RawClient::connect(proxy.addr()).await;
+    for _ in 0..2 {
+        client.get("/events", &[]).await;
+        drop(origin.next_request().await.respond(204, &[]));
+        assert_eq!(client.read_head().await.0, 204);
+    }
+    client
+}
+
+#[tokio::test]
+async fn keepalive_timeout_closes_a_connection_idle_after_its_requests() {
+    let mut origin = Origin::start().await;
+    let proxy = Proxy::start(&config(
+        &origin,
+        "",
+        "limits:\n  keepalive_timeout: 300ms\n",
+    ))
+    .await;
+    let mut client = two_requests_answered(&proxy, &mut origin).await;
+    assert_eq!(client.read_to_close().await, "");
+}
+
+#[tokio::test]
+async fn drain_closes_an_idle_keep_alive_connection_at_once() {
+    let mut origin = Origin::start().await;
+    // Neither timeout could close it within the test's wait: only the drain can.
+    let proxy = Proxy::start(&config(
+        &origin,
+        "",
+        "drain_timeout: 60s\nlimits:\n  keepalive_timeout: 60s\n",
+    ))
+    .await;
+    let mut client = two_requests_answered(&proxy, &mut origin).await;
+    proxy.begin_shutdown();
+    assert_eq!(client.read_to_close().await, "");
+}
+
 #[tokio::test]
 async fn header_timeout_does_not_end_a_stream_that_outlives_it() {
     let mut origin = Origin::start().await;
