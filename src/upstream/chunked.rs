@@ -33,10 +33,12 @@ enum State {
         size: u64,
         digits: u8,
     },
-    /// After the size: whitespace or extensions up to the CR. `len`: the line's length so far.
+    /// After the size: whitespace, then extensions (`ext`: a `;` was seen) up to the CR.
+    /// `len`: the line's length so far.
     SizeRest {
         size: u64,
         len: usize,
+        ext: bool,
     },
     /// Seen the CR that ends the size line.
     SizeLf {
@@ -138,9 +140,9 @@ impl ChunkedDecoder {
                 },
                 Some(_) => return Err(ChunkError::InvalidSize),
                 None if digits == 0 => return Err(ChunkError::InvalidSize),
-                None => size_rest(size, usize::from(digits), byte)?,
+                None => size_rest(size, usize::from(digits), false, byte)?,
             },
-            State::SizeRest { size, len } => size_rest(size, len, byte)?,
+            State::SizeRest { size, len, ext } => size_rest(size, len, ext, byte)?,
             State::SizeLf { size } => match (byte, size) {
                 (b'\n', 0) => State::TrailerStart { len: 0 },
                 (b'\n', size) => State::Data { remaining: size },
@@ -171,16 +173,25 @@ impl ChunkedDecoder {
     }
 }
 
-/// After the size digits: optional whitespace and `;name=value` extensions up to the CR
-/// (RFC 9112 section 7.1.1); their content is not interpreted.
-fn size_rest(size: u64, len: usize, byte: u8) -> Result<State, ChunkError> {
+/// After the size digits: optional whitespace, then `;name=value` extensions up to the CR
+/// (RFC 9112 section 7.1.1); their content is not interpreted, but nothing else may follow
+/// the digits (`0x10` is not a size).
+fn size_rest(size: u64, len: usize, ext: bool, byte: u8) -> Result<State, ChunkError> {
     if len >= MAX_SIZE_LINE {
         return Err(ChunkError::SizeLineTooLong);
     }
+    let len = len + 1;
     match byte {
         b'\r' => Ok(State::SizeLf { size }),
         b'\n' => Err(ChunkError::InvalidSize),
-        _ => Ok(State::SizeRest { size, len: len + 1 }),
+        b';' => Ok(State::SizeRest {
+            size,
+            len,
+            ext: true,
+        }),
+        b' ' | b'\t' => Ok(State::SizeRest { size, len, ext }),
+        _ if ext => Ok(State::SizeRest { size, len, ext }),
+        _ => Err(ChunkError::InvalidSize),
     }
 }
 
@@ -271,6 +282,9 @@ mod tests {
             (b"\r\n", ChunkError::InvalidSize),
             (b"5\n", ChunkError::InvalidSize),
             (b"5\r\r", ChunkError::InvalidSize),
+            (b"9zzz\r\n", ChunkError::InvalidSize),
+            (b"0x10\r\n", ChunkError::InvalidSize),
+            (b"5 x\r\n", ChunkError::InvalidSize),
             (b"11111111111111111\r\n", ChunkError::InvalidSize),
             (b"2\r\nokX", ChunkError::MissingCrlf),
             (b"2\r\nok\rX", ChunkError::MissingCrlf),
