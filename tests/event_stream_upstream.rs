@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -86,29 +84,27 @@ async fn close_delimited_stream_ends_cleanly_when_the_origin_closes() {
 
 #[tokio::test]
 async fn chunked_stream_cut_before_the_last_chunk_aborts_the_client_response() {
-    let mut origin = RawOrigin::start().await;
-    let proxy = Proxy::start(&quiet_route(&origin)).await;
-    let mut client = open_event_stream(&proxy, "/events").await;
-    let mut conn = origin.accept_request().await;
-    conn.write(&format!("{CHUNKED_SSE_HEAD}{}", chunk("data: one\n\n")))
+    cut_after_one_event_aborts_the_client(&format!("{CHUNKED_SSE_HEAD}{}", chunk("data: one\n\n")))
         .await;
-    assert_eq!(client.read_head().await.0, 200);
-    assert_eq!(client.read_until("\n\n").await, "data: one\n\n");
-    conn.close().await;
-    assert_aborted(&mut client).await;
 }
 
 #[tokio::test]
 async fn content_length_stream_cut_short_aborts_the_client_response() {
-    let mut origin = RawOrigin::start().await;
-    let proxy = Proxy::start(&quiet_route(&origin)).await;
-    let mut client = open_event_stream(&proxy, "/events").await;
-    let mut conn = origin.accept_request().await;
-    conn.write(
+    cut_after_one_event_aborts_the_client(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\n\
          data: one\n\n",
     )
     .await;
+}
+
+/// The origin answers with `response` (a head and the event `data: one`), then closes before
+/// its body is complete.
+async fn cut_after_one_event_aborts_the_client(response: &str) {
+    let mut origin = RawOrigin::start().await;
+    let proxy = Proxy::start(&quiet_route(&origin)).await;
+    let mut client = open_event_stream(&proxy, "/events").await;
+    let mut conn = origin.accept_request().await;
+    conn.write(response).await;
     assert_eq!(client.read_head().await.0, 200);
     assert_eq!(client.read_until("\n\n").await, "data: one\n\n");
     conn.close().await;
@@ -399,7 +395,10 @@ async fn client_disconnect_closes_the_upstream_connection() {
 
 #[tokio::test]
 async fn https_upstream_carries_the_stream_and_its_clean_end() {
-    let (ca_file, acceptor) = origin_cert("event-stream-https");
+    let OriginCert {
+        cert_file: ca_file,
+        acceptor,
+    } = origin_cert("event-stream-https");
     let mut origin = Origin::start_tls(acceptor).await;
     let proxy = Proxy::start(&config_with_routes(&format!(
         "  - path: /events\n    upstream: https://127.0.0.1:{}/stream\n    heartbeat: 0\n\
@@ -629,22 +628,4 @@ impl OriginConn {
         })
         .await;
     }
-}
-
-/// A self-signed certificate for 127.0.0.1: its PEM file (also the CA file) and an acceptor.
-fn origin_cert(name: &str) -> (std::path::PathBuf, tokio_rustls::TlsAcceptor) {
-    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-        .expect("generate a certificate");
-    let cert_file = temp_dir(name).join("origin.pem");
-    std::fs::write(&cert_file, generated.cert.pem()).expect("write the certificate");
-    let key = rustls_pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der())
-        .expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![generated.cert.der().clone()], key)
-        .expect("server config");
-    (cert_file, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -3,39 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-
-/// A certificate for 127.0.0.1 and `localhost`, self-signed: its PEM file is also the CA file.
-struct OriginCert {
-    cert_file: std::path::PathBuf,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-fn origin_cert(name: &str) -> OriginCert {
-    let dir = temp_dir(name);
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("generate a certificate");
-    let cert_file = dir.join("origin.pem");
-    std::fs::write(&cert_file, generated.cert.pem()).expect("write the certificate");
-    let key = rustls_pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der())
-        .expect("key");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![generated.cert.der().clone()], key)
-        .expect("server config");
-    OriginCert {
-        cert_file,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    }
-}
 
 fn https_route(origin: &Origin, ca: Option<&std::path::Path>) -> String {
     let ca = ca

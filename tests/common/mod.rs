@@ -566,6 +566,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A certificate for 127.0.0.1 and `localhost`, self-signed: its PEM file is also the CA file.
+pub struct OriginCert {
+    pub cert_file: std::path::PathBuf,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+pub fn origin_cert(name: &str) -> OriginCert {
+    let dir = temp_dir(name);
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("generate a certificate");
+    let cert_file = dir.join("origin.pem");
+    std::fs::write(&cert_file, generated.cert.pem()).expect("write the certificate");
+    let key = rustls_pki_types::PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .expect("server config");
+    OriginCert {
+        cert_file,
+        acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    }
+}
+
 /// A fresh, empty directory under the system's temporary directory, unique to this process,
 /// `name` and call.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
