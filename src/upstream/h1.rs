@@ -44,9 +44,15 @@ pub async fn exchange(
         .map_err(|e| protocol("sending the request", &e))?;
     drop(head);
     let mut buf = BytesMut::with_capacity(4096);
+    // Bytes already known to hold no line end: the head is parsed again only once a line is
+    // complete, so an origin trickling its head byte by byte costs one parse per line.
+    let mut scanned = 0;
     loop {
-        if let Some((head, len)) = parse_head(&buf)? {
+        let line_ended = buf[scanned..].contains(&b'\n');
+        scanned = buf.len();
+        if let Some((head, len)) = line_ended.then(|| parse_head(&buf)).transpose()?.flatten() {
             buf.advance(len);
+            scanned = 0;
             if head.status.is_informational() {
                 continue;
             }
