@@ -39,34 +39,19 @@ fn build() -> Result<Binaries, String> {
     if source.matches(line).count() != 1 {
         return Err("the example no longer has exactly one `defer ws.Close()`".to_owned());
     }
-    let as_written = go_build(&out.join("as-written"), &source)?;
-    let fixed = go_build(&out.join("fixed"), &source.replacen(line, "", 1))?;
+    let as_written = build_variant(&out.join("as-written"), &source)?;
+    let fixed = build_variant(&out.join("fixed"), &source.replacen(line, "", 1))?;
     Ok(Binaries { as_written, fixed })
 }
 
-fn go_build(dir: &Path, source: &str) -> Result<PathBuf, String> {
+/// Builds `source` as the `main.go` of `dir`.
+fn build_variant(dir: &Path, source: &str) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::write(dir.join("main.go"), source).map_err(|e| format!("writing main.go: {e}"))?;
     let binary = dir.join("gorilla");
-    let output = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(dir)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env(
-            "GOCACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
-        )
-        .output()
-        .map_err(|e| format!("running go (install golang-go: .ci/setup): {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "go build failed (.ci/setup installs golang-go and golang-github-gorilla-websocket-dev):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    go_build(dir, &binary).map_err(|e| {
+        format!("{e}\n(.ci/setup installs golang-go and golang-github-gorilla-websocket-dev)")
+    })?;
     Ok(binary)
 }
 

@@ -20,25 +20,7 @@ const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples"
 fn build(name: &str) -> PathBuf {
     let out = temp_dir("go").join(format!("example-{name}"));
     let source = Path::new(EXAMPLES).join(name);
-    let output = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&source)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env(
-            "GOCACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `go build` for {name} (run .ci/setup): {e}"));
-    assert!(
-        output.status.success(),
-        "go build of {} failed:\n{}",
-        source.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    go_build(&source, &out).unwrap_or_else(|e| panic!("{name}: {e} (run .ci/setup)"));
     out
 }
 

@@ -35,6 +35,26 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Starts `command` with its stderr in `log` and waits until it listens on `port`.
+    async fn spawn(
+        mut command: Command,
+        log: std::fs::File,
+        port: u16,
+        with_workers: bool,
+    ) -> std::io::Result<Proxy> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut proc = Proc::spawn(command)?;
+        procs::wait_listening(port, &mut proc).await?;
+        Ok(Proxy {
+            proc,
+            port,
+            with_workers,
+        })
+    }
+
     /// The pids whose memory and CPU count: nginx's master and workers, or ssebridge.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = vec![self.proc.pid()];
@@ -119,20 +139,8 @@ pub async fn start_ssebridge(binary: &Path, origin: &Origin) -> std::io::Result<
         }
         None => Command::new(binary),
     };
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut proc = Proc::spawn(command)?;
-    procs::wait_listening(port, &mut proc).await?;
-    Ok(Proxy {
-        proc,
-        port,
-        with_workers: false,
-    })
+    command.arg("--config").arg(&config).env("RUST_LOG", "warn");
+    Proxy::spawn(command, log, port, false).await
 }
 
 /// nginx as a well-tuned SSE proxy: no buffering or caching, HTTP/1.1 keepalive upstreams,
@@ -203,21 +211,8 @@ pub async fn start_nginx(
     std::fs::write(&conf, nginx_conf(&prefix, port, origin, nofile, streams))?;
     let log = std::fs::File::create(prefix.join("stderr.log"))?;
     let mut command = Command::new(binary);
-    command
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut proc = Proc::spawn(command)?;
-    procs::wait_listening(port, &mut proc).await?;
-    Ok(Proxy {
-        proc,
-        port,
-        with_workers: true,
-    })
+    command.arg("-p").arg(&prefix).arg("-c").arg(&conf);
+    Proxy::spawn(command, log, port, true).await
 }
 
 /// nginx workers outlive a master killed with SIGKILL (a bench killed hard): find any process

@@ -2,7 +2,6 @@
 //! through a bounded, byte-counted channel from the upstream task to this response body, which
 //! adds the `retry:` field, heartbeats and the drain, as passthrough does.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -12,10 +11,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
-use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Overflow};
-use super::sse::{drain_retry, Heartbeat};
+use super::sse::{drain_retry, DrainWatch, Heartbeat};
 use super::stream::{StreamLog, StreamState};
 use super::websocket::{queue_slots, QUEUED_OVERHEAD};
 use crate::metrics::{CloseReason, Direction};
@@ -83,7 +82,7 @@ pin_project_lite::pin_project! {
         abort_armed: bool,
         prefix: Option<Bytes>,
         heartbeat: Option<Heartbeat>,
-        drain: Pin<Box<WaitForCancellationFutureOwned>>,
+        drain: DrainWatch,
         retry: Option<Duration>,
         log: StreamLog,
     }
@@ -101,7 +100,7 @@ pub struct StreamOptions {
 pub fn channel(
     options: StreamOptions,
     first: Bytes,
-    drain: WaitForCancellationFutureOwned,
+    drain: CancellationToken,
     log: StreamLog,
 ) -> (EventSender, EventStreamBody) {
     let (tx, rx) = mpsc::channel(queue_slots(options.client_buffer));
@@ -124,7 +123,7 @@ pub fn channel(
         abort_armed: false,
         prefix: Some(prefix.freeze()),
         heartbeat: options.heartbeat,
-        drain: Box::pin(drain),
+        drain: DrainWatch::new(drain),
         retry: options.retry,
         log,
     };
@@ -149,7 +148,7 @@ impl Body for EventStreamBody {
         if this.log.is_closed() {
             return Poll::Ready(None);
         }
-        if this.log.state() == StreamState::Open && this.drain.as_mut().poll(cx).is_ready() {
+        if this.log.state() == StreamState::Open && this.drain.poll_began(cx) {
             // Every queued item is a whole event, so any point is a boundary.
             this.log.close(CloseReason::Shutdown);
             let mut out = BytesMut::new();

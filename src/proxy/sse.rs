@@ -72,6 +72,32 @@ impl Heartbeat {
     }
 }
 
+/// The shutdown's drain as a stream body sees it. Its future takes a lock when polled, so it
+/// is polled only after it woke, not for every event (see `wake`).
+pub struct DrainWatch {
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    side: SideWake,
+}
+
+impl DrainWatch {
+    pub fn new(drain: CancellationToken) -> Self {
+        DrainWatch {
+            wait: Box::pin(drain.cancelled_owned()),
+            side: SideWake::default(),
+        }
+    }
+
+    /// True once, on the poll after the drain began; meanwhile the task behind `cx` is the one
+    /// it wakes.
+    pub fn poll_began(&mut self, cx: &Context<'_>) -> bool {
+        if !self.side.due(cx) {
+            return false;
+        }
+        let mut side_cx = Context::from_waker(self.side.waker());
+        self.wait.as_mut().poll(&mut side_cx).is_ready()
+    }
+}
+
 /// The `retry:` value sent when draining: the route's retry (or 3 s) plus up to as much again
 /// (at least 5 s) of jitter, so that reconnects spread out instead of arriving as one storm.
 pub fn drain_retry(base: Option<Duration>) -> u64 {
@@ -97,9 +123,7 @@ pin_project_lite::pin_project! {
         wrote_first: bool,
         prefix: Option<Bytes>,
         heartbeat: Option<Heartbeat>,
-        // The shutdown's drain, polled only when it wakes (not for every event).
-        drain: Pin<Box<WaitForCancellationFutureOwned>>,
-        side: SideWake,
+        drain: DrainWatch,
         retry: Option<Duration>,
         // An upstream failure, reported to hyper one turn after it happened.
         failure: Option<BoxError>,
@@ -127,8 +151,7 @@ impl SsePassthrough {
             wrote_first: false,
             prefix,
             heartbeat,
-            drain: Box::pin(drain.cancelled_owned()),
-            side: SideWake::default(),
+            drain: DrainWatch::new(drain),
             retry,
             failure: None,
             log,
@@ -162,11 +185,8 @@ impl Body for SsePassthrough {
             if this.log.is_closed() {
                 return Poll::Ready(None);
             }
-            if this.log.state() == StreamState::Open && this.side.due(cx) {
-                let mut side_cx = Context::from_waker(this.side.waker());
-                if this.drain.as_mut().poll(&mut side_cx).is_ready() {
-                    this.log.drain();
-                }
+            if this.log.state() == StreamState::Open && this.drain.poll_began(cx) {
+                this.log.drain();
             }
             if this.log.state() == StreamState::Draining && this.tracker.at_boundary() {
                 this.log.close(CloseReason::Shutdown);

@@ -97,12 +97,7 @@ pub async fn serve(
             .map(|every| Heartbeat::new(every, settings.heartbeat_padding)),
         client_buffer: settings.client_buffer,
     };
-    let (sender, body) = events::channel(
-        options,
-        first.freeze(),
-        proxy.drain.clone().cancelled_owned(),
-        log,
-    );
+    let (sender, body) = events::channel(options, first.freeze(), proxy.drain.clone(), log);
     let task_proxy = proxy.clone();
     let task_route = route.clone();
     proxy.tasks.spawn(async move {

@@ -594,6 +594,32 @@ pub fn origin_cert(name: &str) -> OriginCert {
     }
 }
 
+/// Builds the Go program in `source` into `binary` with Debian's Go and packaged libraries
+/// (no module download).
+pub fn go_build(source: &std::path::Path, binary: &std::path::Path) -> Result<(), String> {
+    let output = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(binary)
+        .arg(".")
+        .current_dir(source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env(
+            "GOCACHE",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
+        )
+        .output()
+        .map_err(|e| format!("cannot run `go build`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "go build of {} failed:\n{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
 /// A fresh, empty directory under the system's temporary directory, unique to this process,
 /// `name` and call.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
