@@ -300,14 +300,18 @@ impl ResponseBody {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let want = self.read_size;
         let n = match &mut self.io {
-            Either::Left(tcp) => loop {
+            Either::Left(tcp) => {
                 ready!(tcp.poll_read_ready(cx))?;
                 self.buf.reserve(want);
-                match tcp.try_read_buf(&mut self.buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    result => break result?,
-                }
-            },
+                // Through `poll_read`, not `try_read`: a read that leaves room in the buffer
+                // marks the socket drained, so the next poll waits for epoll instead of
+                // spending a `recvfrom` on EAGAIN (one per event on a paced stream).
+                ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(tcp),
+                    cx,
+                    &mut self.buf
+                ))?
+            }
             Either::Right(tls) => {
                 self.buf.reserve(want);
                 ready!(tokio_util::io::poll_read_buf(
