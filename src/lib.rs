@@ -20,5 +20,6 @@ pub mod strict;
 pub mod tls;
 pub mod upstream;
 pub mod wake;
+pub mod workers;
 
 pub use server::{serve, Running, ServeError};

@@ -96,8 +96,10 @@ fn run_or_report(result: anyhow::Result<Option<ssebridge::config::ConfigError>>)
     }
 }
 
+/// The main thread's runtime: signals, accept loops, the admin listener and reloads. The
+/// connections themselves run on the workers (`workers.rs`).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")

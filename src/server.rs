@@ -23,7 +23,7 @@ use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
@@ -33,6 +33,7 @@ use crate::metrics::{LimitKind, Metrics};
 use crate::proxy::{error_response, ConnInfo, Proxy, Table};
 use crate::tls::{self, TlsError};
 use crate::wake::SideWake;
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -42,6 +43,10 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     #[error("reload cannot change listeners (restart to add, remove or re-bind them)")]
     ListenersChanged,
+    #[error("reload cannot change `workers` (restart to change it)")]
+    WorkersChanged,
+    #[error("cannot start the connection workers: {0}")]
+    Workers(io::Error),
 }
 
 /// The connection counts behind `max_connections` and `max_connections_per_ip`.
@@ -105,6 +110,7 @@ struct Shared {
     proxy: Arc<Proxy>,
     counters: Arc<ConnCounters>,
     tracker: TaskTracker,
+    workers: Arc<Workers>,
 }
 
 /// A running proxy.
@@ -118,6 +124,8 @@ pub struct Running {
     shutdown: CancellationToken,
     drain_timeout: Arc<AtomicU64>,
     accept_tasks: TaskTracker,
+    /// Stops the workers' runtimes (and drops what they still run) when the proxy is dropped.
+    _workers_stop: DropGuard,
 }
 
 impl Running {
@@ -145,6 +153,9 @@ impl Running {
             .any(|(l, slot)| l.tls.is_some() != slot.is_some());
         if binds != self.binds || tls_changed {
             return Err(ServeError::ListenersChanged);
+        }
+        if config.workers != self.shared.workers.len() {
+            return Err(ServeError::WorkersChanged);
         }
         let table = Table::build(config, &self.shared.proxy.metrics)?;
         let tls_configs = config
@@ -218,10 +229,12 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let metrics = Arc::new(Metrics::default());
     let table = Table::build(config, &metrics)?;
     let proxy = Arc::new(Proxy::new(table, metrics.clone(), shutdown.clone()));
+    let (workers, workers_stop) = Workers::start(config.workers).map_err(ServeError::Workers)?;
     let shared = Arc::new(Shared {
         proxy,
         counters: Arc::new(ConnCounters::new(metrics.clone())),
         tracker: TaskTracker::new(),
+        workers,
     });
     let accept_tasks = TaskTracker::new();
     let mut local_addrs = Vec::new();
@@ -261,6 +274,7 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
         shutdown,
         drain_timeout: Arc::new(AtomicU64::new(config.drain_timeout.as_millis() as u64)),
         accept_tasks,
+        _workers_stop: workers_stop,
     })
 }
 
@@ -280,10 +294,24 @@ async fn accept_loop(
                 let tls = tls
                     .as_ref()
                     .map(|slot| slot.read().unwrap_or_else(|e| e.into_inner()).clone());
+                // The socket moves to the worker's own reactor.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(err) => {
+                        tracing::error!(%peer, error = %err, "cannot hand the connection to a worker");
+                        continue;
+                    }
+                };
                 let task_shared = shared.clone();
-                shared
-                    .tracker
-                    .spawn(connection(tcp, peer, tls, task_shared));
+                let task = shared.tracker.track_future(async move {
+                    match TcpStream::from_std(tcp) {
+                        Ok(tcp) => connection(tcp, peer, tls, task_shared).await,
+                        Err(err) => {
+                            tracing::error!(%peer, error = %err, "cannot register the connection with its worker")
+                        }
+                    }
+                });
+                shared.workers.spawn(task);
             }
             Err(err) => {
                 // EMFILE, ENFILE, ENOBUFS...: open streams are untouched; wait a little for

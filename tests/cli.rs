@@ -142,14 +142,15 @@ struct Running {
     addr: std::net::SocketAddr,
 }
 
-async fn start_binary(origin: &Origin) -> Running {
+/// Runs the binary with one route to `origin`; `top` adds top-level keys to its configuration.
+async fn start_binary(origin: &Origin, top: &str) -> Running {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
         .parse()
         .expect("address");
     let file = write_config(
         "run.yaml",
         &format!(
-            "listeners:\n  - bind: {addr}\nroutes:\n  - path: /events\n    upstream: {}\n    \
+            "{top}listeners:\n  - bind: {addr}\nroutes:\n  - path: /events\n    upstream: {}\n    \
              heartbeat: 0\n",
             origin.url("/stream")
         ),
@@ -182,7 +183,7 @@ fn curl(url: &str) -> Child {
 #[tokio::test]
 async fn binary_serves_an_event_stream_to_curl_while_the_origin_holds_it_open() {
     let mut origin = Origin::start().await;
-    let running = start_binary(&origin).await;
+    let running = start_binary(&origin, "").await;
     let mut curl = curl(&format!("http://{}/events", running.addr));
     let mut out = Output::new(curl.stdout.take().expect("curl stdout"));
     let events = origin.next_request().await.respond_sse();
@@ -199,7 +200,7 @@ async fn binary_serves_an_event_stream_to_curl_while_the_origin_holds_it_open() 
 #[tokio::test]
 async fn sigterm_drains_open_streams_with_retry_and_a_clean_end_then_exits_0() {
     let mut origin = Origin::start().await;
-    let mut running = start_binary(&origin).await;
+    let mut running = start_binary(&origin, "").await;
     let mut curl = curl(&format!("http://{}/events", running.addr));
     let mut out = Output::new(curl.stdout.take().expect("curl stdout"));
     let events = origin.next_request().await.respond_sse();
@@ -231,4 +232,38 @@ async fn sigterm_drains_open_streams_with_retry_and_a_clean_end_then_exits_0() {
         .await
         .expect("binary status");
     assert_eq!(status.code(), Some(0));
+}
+
+/// The names of the threads of process `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn workers_sets_how_many_threads_serve_connections() {
+    let mut origin = Origin::start().await;
+    let running = start_binary(&origin, "workers: 3\n").await;
+    let pid = running.child.id().expect("pid");
+    let mut workers: Vec<String> = thread_names(pid)
+        .into_iter()
+        .filter(|name| name.starts_with("worker-"))
+        .collect();
+    workers.sort();
+    assert_eq!(workers, ["worker-0", "worker-1", "worker-2"]);
+    // Three streams at once, one on each worker, all flowing.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut curl = curl(&format!("http://{}/events", running.addr));
+        let out = Output::new(curl.stdout.take().expect("curl stdout"));
+        let events = origin.next_request().await.respond_sse();
+        clients.push((curl, out, events));
+    }
+    for (i, (_, out, events)) in clients.iter_mut().enumerate() {
+        events.send(format!("data: {i}\n\n")).await;
+        out.read_until(&format!("data: {i}\n\n")).await;
+    }
 }

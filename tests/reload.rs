@@ -60,4 +60,18 @@ async fn sighup_applies_a_new_configuration_without_dropping_open_streams_and_re
     assert_eq!(after.read_head().await.0, 200);
     stream.send("data: and still\n\n").await;
     open.read_until("data: and still\n\n").await;
+
+    // A valid file with another number of workers is refused too: that needs a restart.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let text = Binary::config(proxy_addr, &route("/other", &origin));
+    std::fs::write(&file, format!("workers: {workers}\n{text}")).expect("rewrite config");
+    hangup(pid);
+    log.read_until("reload refused").await;
+    log.read_until("cannot change `workers`").await;
+    let mut unchanged = RawClient::connect(proxy_addr).await;
+    unchanged.get("/new", &[]).await;
+    origin.next_request().await.respond_sse();
+    assert_eq!(unchanged.read_head().await.0, 200);
+    stream.send("data: still flowing\n\n").await;
+    open.read_until("data: still flowing\n\n").await;
 }

@@ -16,6 +16,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a graceful shutdown waits for open streams (`drain_timeout`, default 30s).
     pub drain_timeout: Duration,
+    /// Threads serving connections (`workers`, default `auto`: one per core).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "routes",
     "limits",
     "drain_timeout",
+    "workers",
 ];
 const LISTENER_KEYS: &[&str] = &["bind", "tls"];
 const TLS_KEYS: &[&str] = &["certs"];
@@ -92,6 +93,7 @@ fn config(w: &mut Walker<'_>, root: &Value) -> Config {
         routes: Vec::new(),
         limits: Limits::default(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        workers: crate::workers::default_count(),
     };
     if !matches!(root, Value::Mapping(_)) {
         let found = super::values::describe(root);
@@ -131,7 +133,26 @@ fn config(w: &mut Walker<'_>, root: &Value) -> Config {
             w.duration("drain_timeout", value),
         );
     }
+    if let Some(value) = map.get("workers") {
+        set(&mut config.workers, workers(w, value));
+    }
     config
+}
+
+/// `workers`: a positive integer, or `auto` for one per core.
+fn workers(w: &mut Walker<'_>, value: &Value) -> Option<usize> {
+    match value {
+        Value::String(s) if s == "auto" => Some(crate::workers::default_count()),
+        Value::Number(_) => w.positive_integer("workers", value),
+        other => {
+            let found = super::values::describe(other);
+            w.report_value(
+                "workers",
+                format!("expected a positive integer or `auto`, found {found}"),
+            );
+            None
+        }
+    }
 }
 
 fn listeners(w: &mut Walker<'_>, path: &str, value: &Value) -> Vec<Listener> {

@@ -81,6 +81,7 @@ fn a_minimal_file_gets_every_default() {
     assert!(config.listeners[0].tls.is_none());
     assert!(config.admin.is_none());
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.workers, crate::workers::default_count());
     let limits = &config.limits;
     assert_eq!(
         (
@@ -605,4 +606,23 @@ fn deeply_nested_input_is_one_quick_problem() {
     let found = problems(&text);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0], "3:264: invalid YAML: nested too deeply");
+}
+
+#[test]
+fn workers_is_a_positive_count_or_auto() {
+    let with = |value: &str| format!("workers: {value}\n{}", route("http://127.0.0.1:1"));
+    assert_eq!(ok(&with("3")).workers, 3);
+    assert_eq!(ok(&with("auto")).workers, crate::workers::default_count());
+    assert_problem(
+        &with("0"),
+        "1:1: workers: expected a positive integer, found 0",
+    );
+    assert_problem(
+        &with("many"),
+        "1:1: workers: expected a positive integer or `auto`, found",
+    );
+    assert_problem(
+        &with("[2]"),
+        "1:1: workers: expected a positive integer or `auto`, found",
+    );
 }

@@ -1,0 +1,138 @@
+//! Connection workers: one single-threaded runtime per thread, like nginx's worker processes.
+//!
+//! The accept loops hand each new connection to the next worker in turn; from then on the
+//! connection's task, its sockets (client and upstream) and its timers belong to that one
+//! thread. An event read from the origin is written to the client by the thread that epoll
+//! woke, with no hand-over between threads and no work-stealing wake-ups (a multi-threaded
+//! runtime spends a futex wake on a sleeping worker for much of what it schedules).
+//!
+//! A thread never blocks: everything on it is async, so one worker being busy only delays the
+//! connections it owns. Streams are long-lived, so turn by turn spreads them evenly.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::runtime::{Builder, Handle};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// Where connections are handed to the workers' runtimes.
+pub struct Workers {
+    handles: Box<[Handle]>,
+    next: AtomicUsize,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one), each on its own thread, and returns once all
+    /// of them run. They run until the guard is dropped; then each drops the tasks it still
+    /// holds. Called once, at startup.
+    pub fn start(count: usize) -> io::Result<(Arc<Workers>, DropGuard)> {
+        let count = count.max(1);
+        let stop = CancellationToken::new();
+        // Taken first: should a later thread fail to start, the earlier ones stop.
+        let guard = stop.clone().drop_guard();
+        let (running_tx, running) = std::sync::mpsc::sync_channel(count);
+        let mut handles = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = Builder::new_current_thread().enable_all().build()?;
+            handles.push(runtime.handle().clone());
+            let stop = stop.clone();
+            let running_tx = running_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    let _ = running_tx.send(());
+                    drop(running_tx);
+                    runtime.block_on(stop.cancelled())
+                })?;
+        }
+        drop(running_tx);
+        // Microseconds per thread; a thread that died before its first line ends the wait too.
+        while running.recv().is_ok() {}
+        let workers = Workers {
+            handles: handles.into_boxed_slice(),
+            next: AtomicUsize::new(0),
+        };
+        Ok((Arc::new(workers), guard))
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Never true: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Runs `task` on the next worker in turn.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        drop(self.handles[i].spawn(task));
+    }
+}
+
+/// The default number of workers: one per core this process may run on.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread each of `count` spawned tasks ran on, in spawn order.
+    async fn threads_of(workers: &Workers, count: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            workers.spawn(async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = tx.send(name.unwrap_or_default());
+            });
+            names.push(rx.await.expect("the task ran"));
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn tasks_go_to_each_worker_in_turn() {
+        let (workers, _guard) = Workers::start(3).expect("start");
+        assert_eq!(workers.len(), 3);
+        let names = threads_of(&workers, 6).await;
+        assert_eq!(
+            names,
+            ["worker-0", "worker-1", "worker-2", "worker-0", "worker-1", "worker-2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_workers_means_one() {
+        let (workers, _guard) = Workers::start(0).expect("start");
+        assert_eq!(threads_of(&workers, 2).await, ["worker-0", "worker-0"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_drops_what_the_workers_still_run() {
+        let (workers, guard) = Workers::start(2).expect("start");
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            // Never finishes on its own: it holds its sender until its runtime drops it.
+            workers.spawn(async move {
+                let _tx = tx;
+                std::future::pending::<()>().await;
+            });
+            held.push(rx);
+        }
+        drop(guard);
+        for rx in held {
+            assert!(rx.await.is_err(), "the task was dropped with its runtime");
+        }
+    }
+}
