@@ -140,6 +140,22 @@ async fn close_code_and_reason_pass_from_origin_to_client() {
 }
 
 #[tokio::test]
+async fn messages_many_reads_long_arrive_whole_both_ways() {
+    // Far larger than one read from a peer: each message takes many reads to gather.
+    let (_origin, _proxy, mut client, mut upstream) = open("").await;
+    let up: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let down = "x".repeat(1024 * 1024);
+    ws_send(&mut client, WsMessage::binary(up.clone())).await;
+    ws_send(&mut upstream, WsMessage::text(down.clone())).await;
+    assert_eq!(next_data(&mut upstream).await, WsMessage::binary(up));
+    assert_eq!(
+        next_text(&mut client).await,
+        down,
+        "max_message itself passes"
+    );
+}
+
+#[tokio::test]
 async fn client_message_over_max_message_closes_with_1009_and_is_not_relayed() {
     let (_origin, _proxy, mut client, mut upstream) = open("    max_message: 1KiB\n").await;
     ws_send(&mut client, WsMessage::text("a".repeat(1024))).await;

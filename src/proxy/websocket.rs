@@ -77,12 +77,16 @@ pub fn origin_allowed(settings: &RouteSettings, headers: &HeaderMap) -> bool {
         .is_some_and(|origin| allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)))
 }
 
-/// Limits for one WebSocket side: `max_message` for messages and frames, and a write buffer
-/// that never grows past `client_buffer`.
+/// Limits for one WebSocket side: `max_message` for messages and frames, a small read buffer,
+/// and a write buffer that never grows past `client_buffer`.
 pub fn ws_config(settings: &RouteSettings) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(settings.max_message))
         .max_frame_size(Some(settings.max_message))
+        // tungstenite zero-fills its read buffer up to this size before every read (128 KiB
+        // by default: most of the CPU of a paced WebSocket stream, and 128 KiB of memory
+        // touched per side). A frame larger than this still gets room for all of it.
+        .read_buffer_size(READ_BUFFER)
         // Frames gather in the write buffer until the writer flushes a batch.
         .write_buffer_size(MAX_BATCH)
         .max_write_buffer_size(settings.client_buffer.max(settings.max_message) + 64 * 1024)
@@ -130,6 +134,9 @@ pub fn queue_slots(limit: usize) -> usize {
 
 /// A write batch never holds more than this before it is flushed.
 const MAX_BATCH: usize = 64 * 1024;
+
+/// What one read from a WebSocket peer may take.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// A bounded, byte-counted queue of messages for one peer, drained by a writer task.
 #[derive(Clone)]
