@@ -96,10 +96,13 @@ fn run_or_report(result: anyhow::Result<Option<ssebridge::config::ConfigError>>)
     }
 }
 
-/// The main thread's runtime: signals, accept loops, the admin listener and reloads. The
-/// connections themselves run on the workers (`workers.rs`).
+/// The control runtime. The accept loops and the admin listener run on its one worker thread;
+/// the main thread only waits for signals and does reloads, so a slow reload (reading
+/// certificates and CA bundles) never holds up accepting. The connections themselves run on
+/// the workers (`workers.rs`).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")

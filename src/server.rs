@@ -124,6 +124,10 @@ pub struct Running {
     shutdown: CancellationToken,
     drain_timeout: Arc<AtomicU64>,
     accept_tasks: TaskTracker,
+    /// `workers` as configured (`None`: auto), which reload may not change.
+    workers_setting: Option<usize>,
+    /// Stops the accept loops when the proxy is dropped.
+    _accept_stop: DropGuard,
     /// Stops the workers' runtimes (and drops what they still run) when the proxy is dropped.
     _workers_stop: DropGuard,
 }
@@ -154,7 +158,7 @@ impl Running {
         if binds != self.binds || tls_changed {
             return Err(ServeError::ListenersChanged);
         }
-        if config.workers != self.shared.workers.len() {
+        if config.workers != self.workers_setting {
             return Err(ServeError::WorkersChanged);
         }
         let table = Table::build(config, &self.shared.proxy.metrics)?;
@@ -229,7 +233,12 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
     let metrics = Arc::new(Metrics::default());
     let table = Table::build(config, &metrics)?;
     let proxy = Arc::new(Proxy::new(table, metrics.clone(), shutdown.clone()));
-    let (workers, workers_stop) = Workers::start(config.workers).map_err(ServeError::Workers)?;
+    let worker_count = config.workers.unwrap_or_else(crate::workers::default_count);
+    let (workers, workers_stop) = Workers::start(worker_count).map_err(ServeError::Workers)?;
+    // The accept loops stop with the proxy: on shutdown, or when `Running` (or a `serve` that
+    // fails half-way) is dropped, so that no port stays bound handing sockets to stopped workers.
+    let accept_stop = shutdown.child_token();
+    let accept_guard = accept_stop.clone().drop_guard();
     let shared = Arc::new(Shared {
         proxy,
         counters: Arc::new(ConnCounters::new(metrics.clone())),
@@ -252,7 +261,7 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
             listener,
             slot,
             shared.clone(),
-            shutdown.clone(),
+            accept_stop.clone(),
         ));
     }
     // The admin listener outlives the drain (so `/readyz` can answer 503 meanwhile) and stops
@@ -274,6 +283,8 @@ pub async fn serve(config: &Config, shutdown: CancellationToken) -> Result<Runni
         shutdown,
         drain_timeout: Arc::new(AtomicU64::new(config.drain_timeout.as_millis() as u64)),
         accept_tasks,
+        workers_setting: config.workers,
+        _accept_stop: accept_guard,
         _workers_stop: workers_stop,
     })
 }
@@ -282,11 +293,11 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsSlot>,
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {

@@ -32,26 +32,39 @@ impl Workers {
         let stop = CancellationToken::new();
         // Taken first: should a later thread fail to start, the earlier ones stop.
         let guard = stop.clone().drop_guard();
-        let (running_tx, running) = std::sync::mpsc::sync_channel(count);
-        let mut handles = Vec::with_capacity(count);
+        let (started_tx, started) = std::sync::mpsc::sync_channel(count);
         for i in 0..count {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
-            handles.push(runtime.handle().clone());
             let stop = stop.clone();
-            let running_tx = running_tx.clone();
+            let started_tx = started_tx.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
-                    let _ = running_tx.send(());
-                    drop(running_tx);
-                    runtime.block_on(stop.cancelled())
+                    // Built here, so that it is also dropped here, never in the caller's
+                    // async context (where dropping a runtime panics).
+                    let runtime = match Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime,
+                        Err(err) => {
+                            let _ = started_tx.send((i, Err(err)));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send((i, Ok(runtime.handle().clone())));
+                    drop(started_tx);
+                    runtime.block_on(stop.cancelled());
                 })?;
         }
-        drop(running_tx);
-        // Microseconds per thread; a thread that died before its first line ends the wait too.
-        while running.recv().is_ok() {}
+        drop(started_tx);
+        // Microseconds per thread; kept in worker order.
+        let mut handles: Vec<Option<Handle>> = vec![None; count];
+        for (i, handle) in started.iter() {
+            handles[i] = Some(handle?);
+        }
+        let handles = handles
+            .into_iter()
+            .collect::<Option<Box<[Handle]>>>()
+            .ok_or_else(|| io::Error::other("a worker thread ended while starting"))?;
         let workers = Workers {
-            handles: handles.into_boxed_slice(),
+            handles,
             next: AtomicUsize::new(0),
         };
         Ok((Arc::new(workers), guard))

@@ -319,3 +319,45 @@ async fn shutdown_lets_an_event_in_progress_finish_before_the_retry() {
     .await;
     proxy.stop().await;
 }
+
+/// Waits until nothing listens on `addr` any more (a connection is refused).
+async fn until_refused(addr: std::net::SocketAddr) {
+    within("the port to close", async {
+        loop {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_proxy_stops_listening() {
+    let origin = Origin::start().await;
+    let config = ssebridge::config::parse(&config(&origin, "", ""), "test.yaml").expect("config");
+    let running = ssebridge::serve(&config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("proxy starts");
+    let addr = running.local_addrs()[0];
+    drop(running);
+    until_refused(addr).await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_fails_to_start_leaves_no_listener_behind() {
+    let origin = Origin::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("address");
+    let first = free_port();
+    let yaml = format!(
+        "listeners:\n  - bind: 127.0.0.1:{first}\n  - bind: {taken_addr}\n\
+         routes:\n  - path: /events\n    upstream: {}\n",
+        origin.url("/stream")
+    );
+    let config = ssebridge::config::parse(&yaml, "test.yaml").expect("config");
+    let failed = ssebridge::serve(&config, tokio_util::sync::CancellationToken::new()).await;
+    assert!(failed.is_err(), "the second listener cannot bind");
+    until_refused(format!("127.0.0.1:{first}").parse().expect("address")).await;
+}

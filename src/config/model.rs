@@ -16,8 +16,9 @@ pub struct Config {
     pub limits: Limits,
     /// How long a graceful shutdown waits for open streams (`drain_timeout`, default 30s).
     pub drain_timeout: Duration,
-    /// Threads serving connections (`workers`, default `auto`: one per core).
-    pub workers: usize,
+    /// Threads serving connections (`workers`); `None` is `auto` (the default): one per core,
+    /// counted when the proxy starts.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -30,6 +30,9 @@ const ADMIN_KEYS: &[&str] = &["bind"];
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One thread each: far more than any machine has cores, far fewer than a process may start.
+const MAX_WORKERS: usize = 1024;
+
 /// `limits` keys; the defaults are `Limits::default()`.
 const LIMITS: &[(&str, Setter<Limits>)] = &[
     ("max_connections", |w, p, v, l| {
@@ -93,7 +96,7 @@ fn config(w: &mut Walker<'_>, root: &Value) -> Config {
         routes: Vec::new(),
         limits: Limits::default(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-        workers: crate::workers::default_count(),
+        workers: None,
     };
     if !matches!(root, Value::Mapping(_)) {
         let found = super::values::describe(root);
@@ -139,11 +142,18 @@ fn config(w: &mut Walker<'_>, root: &Value) -> Config {
     config
 }
 
-/// `workers`: a positive integer, or `auto` for one per core.
-fn workers(w: &mut Walker<'_>, value: &Value) -> Option<usize> {
+/// `workers`: a positive integer up to [`MAX_WORKERS`], or `auto` (`None`) for one per core.
+fn workers(w: &mut Walker<'_>, value: &Value) -> Option<Option<usize>> {
     match value {
-        Value::String(s) if s == "auto" => Some(crate::workers::default_count()),
-        Value::Number(_) => w.positive_integer("workers", value),
+        Value::String(s) if s == "auto" => Some(None),
+        Value::Number(_) => {
+            let n = w.positive_integer("workers", value)?;
+            if n > MAX_WORKERS {
+                w.report_value("workers", format!("at most {MAX_WORKERS}, found {n}"));
+                return None;
+            }
+            Some(Some(n))
+        }
         other => {
             let found = super::values::describe(other);
             w.report_value(

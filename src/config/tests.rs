@@ -81,7 +81,7 @@ fn a_minimal_file_gets_every_default() {
     assert!(config.listeners[0].tls.is_none());
     assert!(config.admin.is_none());
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
-    assert_eq!(config.workers, crate::workers::default_count());
+    assert_eq!(config.workers, None, "auto");
     let limits = &config.limits;
     assert_eq!(
         (
@@ -611,8 +611,10 @@ fn deeply_nested_input_is_one_quick_problem() {
 #[test]
 fn workers_is_a_positive_count_or_auto() {
     let with = |value: &str| format!("workers: {value}\n{}", route("http://127.0.0.1:1"));
-    assert_eq!(ok(&with("3")).workers, 3);
-    assert_eq!(ok(&with("auto")).workers, crate::workers::default_count());
+    assert_eq!(ok(&with("3")).workers, Some(3));
+    assert_eq!(ok(&with("1024")).workers, Some(1024));
+    assert_eq!(ok(&with("auto")).workers, None);
+    assert_problem(&with("1025"), "1:1: workers: at most 1024, found 1025");
     assert_problem(
         &with("0"),
         "1:1: workers: expected a positive integer, found 0",

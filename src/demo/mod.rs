@@ -80,6 +80,6 @@ pub fn config(listen: SocketAddr, sse: SocketAddr, ws: SocketAddr) -> Config {
         ],
         limits: Default::default(),
         drain_timeout: Duration::from_secs(5),
-        workers: crate::workers::default_count(),
+        workers: None,
     }
 }

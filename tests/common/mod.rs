@@ -48,7 +48,10 @@ impl Proxy {
         Self::start_config(config).await
     }
 
-    pub async fn start_config(config: ssebridge::config::Config) -> Proxy {
+    /// Starts the proxy from a configuration; `workers` unset means two, so that the tests
+    /// cross workers even on a one-core machine.
+    pub async fn start_config(mut config: ssebridge::config::Config) -> Proxy {
+        config.workers.get_or_insert(2);
         let shutdown = CancellationToken::new();
         let running = ssebridge::serve(&config, shutdown.clone())
             .await
