@@ -299,28 +299,18 @@ impl ResponseBody {
     /// buffer is reserved only once the socket is readable.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let want = self.read_size;
-        let n = match &mut self.io {
-            Either::Left(tcp) => {
-                ready!(tcp.poll_read_ready(cx))?;
-                self.buf.reserve(want);
-                // Through `poll_read`, not `try_read`: a read that leaves room in the buffer
-                // marks the socket drained, so the next poll waits for epoll instead of
-                // spending a `recvfrom` on EAGAIN (one per event on a paced stream).
-                ready!(tokio_util::io::poll_read_buf(
-                    Pin::new(tcp),
-                    cx,
-                    &mut self.buf
-                ))?
-            }
-            Either::Right(tls) => {
-                self.buf.reserve(want);
-                ready!(tokio_util::io::poll_read_buf(
-                    Pin::new(&mut **tls),
-                    cx,
-                    &mut self.buf
-                ))?
-            }
-        };
+        if let Either::Left(tcp) = &self.io {
+            ready!(tcp.poll_read_ready(cx))?;
+        }
+        self.buf.reserve(want);
+        // Through `poll_read`, not `try_read`: on TCP a read that leaves room in the buffer
+        // marks the socket drained, so the next poll waits for epoll instead of spending a
+        // `recvfrom` on EAGAIN (one per event on a paced stream).
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ))?;
         self.read_size = if n >= want {
             (want * 2).min(MAX_READ)
         } else if n < want / 4 {
