@@ -21,5 +21,6 @@ pub mod tls;
 pub mod upstream;
 pub mod wake;
 pub mod workers;
+pub mod ws;
 
 pub use server::{serve, Running, ServeError};

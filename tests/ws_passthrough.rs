@@ -381,3 +381,116 @@ async fn unreachable_origin_gets_502_and_no_upgrade() {
     .await;
     assert_eq!(ws_refused_status(&ws_url(&proxy, ROUTE), &[]).await, 502);
 }
+
+/// An origin that answers one WebSocket handshake by hand: `answer` builds the response head
+/// from the client's key (given the correct `Sec-WebSocket-Accept`), and `after` is written in
+/// the same write as the head. Hands back the origin's socket.
+async fn raw_origin(
+    answer: fn(&str) -> String,
+    after: Vec<u8>,
+) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/chat", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.expect("request head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).expect("head");
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("Sec-WebSocket-Key");
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut out = answer(&accept).into_bytes();
+        out.extend_from_slice(&after);
+        tcp.write_all(&out).await.expect("answer");
+        tcp
+    });
+    (url, task)
+}
+
+fn switching(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn frames_the_origin_sends_together_with_its_101_reach_the_client() {
+    // An unmasked text frame "welcome" right behind the head, in the same packet.
+    let mut frame = vec![0x81, 7];
+    frame.extend_from_slice(b"welcome");
+    let (url, _origin) = raw_origin(switching, frame).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+}
+
+#[tokio::test]
+async fn a_masked_frame_from_the_origin_closes_the_client_with_1011() {
+    let mut frame = vec![0x81, 0x80 | 4, 1, 2, 3, 4];
+    frame.extend(b"evil".iter().zip([1u8, 2, 3, 4]).map(|(b, m)| b ^ m));
+    let (url, _origin) = raw_origin(switching, frame).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    assert_eq!(next_close_code(&mut client).await, 1011);
+}
+
+#[tokio::test]
+async fn an_origin_that_answers_with_the_wrong_accept_key_gets_the_client_502() {
+    fn wrong(_: &str) -> String {
+        switching("dGhlIHNhbXBsZSBub25jZQ==")
+    }
+    let (url, _origin) = raw_origin(wrong, Vec::new()).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    assert_eq!(ws_refused_status(&ws_url(&proxy, ROUTE), &[]).await, 502);
+}
+
+#[tokio::test]
+async fn a_client_ping_is_answered_by_the_proxy_and_never_reaches_the_origin() {
+    use futures_util::StreamExt;
+    let mut origin = WsOrigin::start().await;
+    let proxy = Proxy::start(&route(&origin, "")).await;
+    let mut raw = RawWs::connect(proxy.addr(), ROUTE).await;
+    let (_, mut upstream) = origin.accept().await;
+    raw.send_frame(0x89, true, b"are you there").await;
+    let pong = raw.read_frame().await.expect("a pong");
+    assert_eq!(
+        (pong.opcode(), pong.payload.as_slice()),
+        (0xa, &b"are you there"[..])
+    );
+    // A ping between the fragments of a message leaves the message whole.
+    raw.send_frame(0x01, true, b"hel").await;
+    raw.send_frame(0x89, true, b"again").await;
+    raw.send_frame(0x80, true, b"lo").await;
+    let pong = raw.read_frame().await.expect("a second pong");
+    assert_eq!(
+        (pong.opcode(), pong.payload.as_slice()),
+        (0xa, &b"again"[..])
+    );
+    let first = within("the message at the origin", upstream.next()).await;
+    assert_eq!(
+        first.expect("open").expect("message"),
+        WsMessage::text("hello"),
+        "the origin sees the message and no ping"
+    );
+}

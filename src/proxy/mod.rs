@@ -11,6 +11,7 @@ pub mod cors;
 pub mod events;
 pub mod headers;
 pub mod http;
+pub mod relay;
 pub mod sse;
 pub mod sse_to_ws;
 pub mod stream;

@@ -1,34 +1,28 @@
-//! WebSocket passthrough (SPEC 5): frames relayed in order, close codes and reasons kept,
-//! malformed or oversize input closed with the right code, pings to idle peers on both sides.
-//!
-//! Each side has a bounded outbox; a client that cannot take what its upstream sends is cut
-//! with `1013` and never slows anyone else.
+//! WebSocket passthrough (SPEC 5): the upstream handshake first, then `101`, then one
+//! [`Relay`] task that passes frames on as they came (see `relay`). Also the pieces the bridges
+//! share with it: the headers an upstream handshake carries, the client upgrade into a
+//! message stream, and ping keepalive over an outbox.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
+use super::relay::{Relay, RelaySettings};
 use super::stream::StreamLog;
-use super::websocket::{self, close_code_for, close_message, Keepalive, KeepaliveAction, Outbox};
+use super::websocket::{self, Keepalive, KeepaliveAction, Outbox};
 use super::{empty_body, error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
-use crate::metrics::{CloseReason, Direction, StreamKind};
-use crate::upstream::{self, UpstreamWs};
+use crate::metrics::StreamKind;
+use crate::upstream;
 
 /// The client's side of an upgraded connection.
 pub type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// How long a closing side may take to finish its close handshake before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Answers a WebSocket client of a WebSocket origin: the upstream handshake first, then `101`.
 pub async fn serve(
@@ -55,15 +49,14 @@ pub async fn serve(
         upstream_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
     }
     let settings = &route.route.settings;
-    let connected = upstream::connect_ws(
+    let connected = upstream::connect_ws_raw(
         &target.uri,
-        upstream_headers,
+        &upstream_headers,
         route.tls.clone(),
         settings.connect_timeout,
-        websocket::ws_config(settings),
     )
     .await;
-    let (upstream, upstream_response) = match connected {
+    let (upstream, upstream_read, upstream_response) = match connected {
         Ok(c) => c,
         Err(err) => return upstream_failed(&route, err),
     };
@@ -79,10 +72,30 @@ pub async fn serve(
         route.metrics.clone(),
         conn.cut.clone(),
     );
-    let task_proxy = proxy.clone();
+    let relay_settings = RelaySettings {
+        limit: settings.client_buffer,
+        max_message: settings.max_message,
+        ping: settings.ws_ping,
+        drain: proxy.drain.clone(),
+        hard_stop: proxy.hard_stop.clone(),
+    };
     proxy.tasks.spawn(async move {
-        if let Some(client) = upgrade(on_upgrade, &route).await {
-            relay(&task_proxy, &route, client, upstream, log).await;
+        match on_upgrade.await {
+            Ok(client) => {
+                let client = TokioIo::new(client);
+                let relay = Relay::new(
+                    client,
+                    upstream,
+                    upstream_read,
+                    relay_settings,
+                    route.name.clone(),
+                    log,
+                );
+                relay.run().await;
+            }
+            Err(err) => {
+                tracing::debug!(route = %route.name, error = %err, "client upgrade failed");
+            }
         }
     });
     response.map(|()| empty_body())
@@ -129,118 +142,6 @@ pub async fn upgrade(on_upgrade: OnUpgrade, route: &RouteState) -> Option<Client
             None
         }
     }
-}
-
-async fn relay(
-    proxy: &Proxy,
-    route: &RouteState,
-    client: ClientWs,
-    upstream: UpstreamWs,
-    mut log: StreamLog,
-) {
-    let settings = &route.route.settings;
-    let (client_sink, mut client_stream) = client.split();
-    let (upstream_sink, mut upstream_stream) = upstream.split();
-    let (to_client, client_writer) =
-        websocket::spawn_writer(client_sink, settings.client_buffer, &proxy.tasks);
-    let (to_upstream, upstream_writer) =
-        websocket::spawn_writer(upstream_sink, settings.client_buffer, &proxy.tasks);
-    let mut client_alive = Keepalive::new(settings.ws_ping);
-    let mut upstream_alive = Keepalive::new(settings.ws_ping);
-    let reason = loop {
-        tokio::select! {
-            _ = proxy.drain.cancelled() => {
-                let _ = to_client.push(close_message(CloseCode::Away, "proxy shutting down"));
-                let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
-                break CloseReason::Shutdown;
-            }
-            _ = proxy.hard_stop.cancelled() => break CloseReason::Shutdown,
-            msg = client_stream.next() => {
-                client_alive.seen();
-                match msg {
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(frame))) => {
-                        let _ = to_upstream.push(Message::Close(frame));
-                        break CloseReason::ClientGone;
-                    }
-                    Some(Ok(msg)) => {
-                        log.forwarded(Direction::Up, 1, websocket::message_len(&msg) as u64);
-                        if to_upstream.send(msg).await.is_err() {
-                            let _ = to_client.push(close_message(CloseCode::Again, "upstream too slow"));
-                            to_upstream.cut();
-                            break CloseReason::UpstreamError;
-                        }
-                    }
-                    Some(Err(err)) => {
-                        tracing::debug!(route = %route.name, error = %err, "client WebSocket error");
-                        let _ = to_client.push(close_message(close_code_for(&err), ""));
-                        let _ = to_upstream.push(close_message(CloseCode::Away, ""));
-                        break CloseReason::ClientGone;
-                    }
-                    None => {
-                        let _ = to_upstream.push(close_message(CloseCode::Away, ""));
-                        break CloseReason::ClientGone;
-                    }
-                }
-            }
-            msg = upstream_stream.next() => {
-                upstream_alive.seen();
-                match msg {
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(frame))) => {
-                        let _ = to_client.push(Message::Close(frame));
-                        break CloseReason::UpstreamEnd;
-                    }
-                    Some(Ok(msg)) => {
-                        log.forwarded(Direction::Down, 1, websocket::message_len(&msg) as u64);
-                        if to_client.send(msg).await.is_err() {
-                            to_client.cut();
-                            tracing::warn!(route = %route.name, "WebSocket client too slow; closing with 1013");
-                            let _ = to_upstream.push(close_message(CloseCode::Away, ""));
-                            break CloseReason::SlowClient;
-                        }
-                    }
-                    Some(Err(err)) => {
-                        tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
-                        route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                        let code = match close_code_for(&err) {
-                            CloseCode::Size => CloseCode::Size,
-                            _ => CloseCode::Error,
-                        };
-                        let _ = to_client.push(close_message(code, "upstream failed"));
-                        break CloseReason::UpstreamError;
-                    }
-                    None => {
-                        tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
-                        let _ = to_client.push(close_message(CloseCode::Error, "upstream went away"));
-                        break CloseReason::UpstreamError;
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(client_alive.deadline()) => {
-                if ping(&mut client_alive, &to_client) {
-                    to_client.abort();
-                    let _ = to_upstream.push(close_message(CloseCode::Away, ""));
-                    break CloseReason::PingTimeout;
-                }
-            }
-            _ = tokio::time::sleep_until(upstream_alive.deadline()) => {
-                if ping(&mut upstream_alive, &to_upstream) {
-                    to_upstream.abort();
-                    let _ = to_client.push(close_message(CloseCode::Error, "upstream stopped answering"));
-                    break CloseReason::PingTimeout;
-                }
-            }
-        }
-    };
-    log.close(reason);
-    drop((to_client, to_upstream));
-    // Let both writers deliver what is queued (close frames included), within a grace period.
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        let _ = client_writer.await;
-        let _ = upstream_writer.await;
-    })
-    .await;
 }
 
 /// Runs a keepalive timer; true when the peer is dead.

@@ -43,6 +43,76 @@ pub async fn exchange(
         .await
         .map_err(|e| protocol("sending the request", &e))?;
     drop(head);
+    let (head, buf) = read_head(&mut io, false).await?;
+    let framing = Framing::of(&head)?;
+    let mut response = Response::new(ResponseBody::new(io, buf, framing));
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    Ok(response)
+}
+
+/// A WebSocket opening handshake (RFC 6455 section 4.1) on `io`: the `GET` with `headers`
+/// and a fresh key, then the origin's `101` checked. Returns the headers of the `101` and the
+/// bytes the origin sent after it (the start of its frames).
+pub async fn websocket_handshake(
+    io: &mut UpstreamStream,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(HeaderMap, BytesMut), UpstreamError> {
+    use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+    let key = generate_key();
+    let mut request = headers.clone();
+    request.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    request.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    request.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    let key_value = HeaderValue::from_str(&key)
+        .map_err(|e| UpstreamError::Handshake(format!("WebSocket key: {e}")))?;
+    request.insert(header::SEC_WEBSOCKET_KEY, key_value);
+    let head = request_head(&Method::GET, uri, &request);
+    io.write_all(&head)
+        .await
+        .map_err(|e| protocol("sending the WebSocket handshake", &e))?;
+    let (head, rest) = read_head(io, true).await?;
+    let refused = |why: String| Err(UpstreamError::Handshake(why));
+    if head.status != StatusCode::SWITCHING_PROTOCOLS {
+        return refused(format!(
+            "origin answered {} instead of upgrading",
+            head.status
+        ));
+    }
+    let token = |name: header::HeaderName, token: &str| {
+        head.headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    };
+    if !token(header::UPGRADE, "websocket") || !token(header::CONNECTION, "upgrade") {
+        return refused("101 without Upgrade: websocket".to_owned());
+    }
+    let accept = head.headers.get(header::SEC_WEBSOCKET_ACCEPT);
+    if accept.map(HeaderValue::as_bytes) != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+        return refused("wrong Sec-WebSocket-Accept".to_owned());
+    }
+    // No extension was offered, so none may be in use: the relay passes frames as they are.
+    if head.headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return refused("origin chose an extension that was not offered".to_owned());
+    }
+    Ok((head.headers, rest))
+}
+
+/// Reads a response head from `io`, skipping 1xx interim responses (but for a `101` when
+/// `upgrade` is asked for). Returns the head and the bytes read after it.
+async fn read_head(
+    io: &mut UpstreamStream,
+    upgrade: bool,
+) -> Result<(Head, BytesMut), UpstreamError> {
     let mut buf = BytesMut::with_capacity(4096);
     // Bytes already known to hold no line end: the head is parsed again only once a line is
     // complete, so an origin trickling its head byte by byte costs one parse per line.
@@ -50,18 +120,17 @@ pub async fn exchange(
     loop {
         let line_ended = buf[scanned..].contains(&b'\n');
         scanned = buf.len();
-        if let Some((head, len)) = line_ended.then(|| parse_head(&buf)).transpose()?.flatten() {
+        if let Some((head, len)) = line_ended
+            .then(|| parse_head(&buf, upgrade))
+            .transpose()?
+            .flatten()
+        {
             buf.advance(len);
             scanned = 0;
-            if head.status.is_informational() {
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let framing = Framing::of(&head)?;
-            let mut response = Response::new(ResponseBody::new(io, buf, framing));
-            *response.status_mut() = head.status;
-            *response.version_mut() = head.version;
-            *response.headers_mut() = head.headers;
-            return Ok(response);
+            return Ok((head, buf));
         }
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Err(head_too_large());
@@ -117,7 +186,7 @@ fn request_head(method: &Method, uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
 /// `Host` for the origin: its host, and its port unless it is the scheme's default.
 fn host_header(uri: &Uri) -> String {
     let host = uri.host().unwrap_or("");
-    let default = if uri.scheme_str() == Some("https") {
+    let default = if matches!(uri.scheme_str(), Some("https" | "wss")) {
         443
     } else {
         80
@@ -135,7 +204,8 @@ struct Head {
 }
 
 /// A complete response head at the start of `buf` and its length, or `None` for more bytes.
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
+/// A `101` is refused unless `upgrade` was asked for.
+fn parse_head(buf: &[u8], upgrade: bool) -> Result<Option<(Head, usize)>, UpstreamError> {
     let invalid = |what: &dyn std::fmt::Display| {
         UpstreamError::Protocol(format!("invalid response head: {what}"))
     };
@@ -150,7 +220,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, UpstreamError> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| invalid(&"status code"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
         return Err(invalid(&"101 to a request that asked for no upgrade"));
     }
     let version = match parsed.version {

@@ -253,6 +253,25 @@ impl http_body::Body for OriginBody {
     }
 }
 
+/// Opens a WebSocket to `url` (`ws` or `wss`) for a relay that reads and writes frames itself:
+/// the socket, the bytes the origin sent after its `101` (the start of its frames) and the
+/// `101`'s headers. The connect and both handshakes together are bounded by `timeout`.
+pub async fn connect_ws_raw(
+    url: &Uri,
+    headers: &http::HeaderMap,
+    tls: Option<Arc<ClientConfig>>,
+    timeout: Duration,
+) -> Result<(UpstreamStream, bytes::BytesMut, http::HeaderMap), UpstreamError> {
+    let connecting = async {
+        let mut stream = connect(url, tls).await?;
+        let (answer, rest) = h1::websocket_handshake(&mut stream, url, headers).await?;
+        Ok((stream, rest, answer))
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+}
+
 /// Opens a WebSocket to `url` (`ws` or `wss`), sending `headers` with the handshake. The TCP
 /// connect, TLS handshake and WebSocket handshake together are bounded by `timeout`.
 pub async fn connect_ws(
