@@ -494,3 +494,81 @@ async fn a_client_ping_is_answered_by_the_proxy_and_never_reaches_the_origin() {
         "the origin sees the message and no ping"
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_by_the_origin_s_own_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, origin) = raw_origin(switching, Vec::new()).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    let mut origin = within("the origin's handshake", origin).await.unwrap();
+    ws_send(&mut client, close(4001, "client says bye")).await;
+    // The client's close reaches the origin as a masked close frame with its code.
+    let mut head = [0u8; 2];
+    within("the close at the origin", origin.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(head[0], 0x88, "a close frame");
+    let mut rest = vec![0u8; 4 + usize::from(head[1] & 0x7f)];
+    origin.read_exact(&mut rest).await.unwrap();
+    let code = u16::from_be_bytes([rest[4] ^ rest[0], rest[5] ^ rest[1]]);
+    assert_eq!(code, 4001);
+    // The origin answers with a code of its own: that answer, not an echo made up by the
+    // proxy, is what the client gets.
+    let mut answer = vec![0x88, 2 + 6];
+    answer.extend_from_slice(&4003u16.to_be_bytes());
+    answer.extend_from_slice(b"origin");
+    origin.write_all(&answer).await.unwrap();
+    assert_eq!(
+        next_close(&mut client).await,
+        Ok(Some((4003, "origin".to_owned())))
+    );
+}
+
+#[tokio::test]
+async fn an_origin_that_stops_reading_gets_its_client_closed_with_1013() {
+    use futures_util::{SinkExt, StreamExt};
+    // The origin takes the handshake, then never reads; its receive buffer is small.
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = listener.listen(16).unwrap();
+    let url = format!("ws://{}/chat", listener.local_addr().unwrap());
+    let origin = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // Held open, never read.
+        std::future::pending::<()>().await;
+        drop(ws);
+    });
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n    client_buffer: 64KiB\n"
+    )))
+    .await;
+    let (client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    let (mut sink, mut stream) = client.split();
+    // 16 MB: more than the kernel buffers on the way can hold.
+    let sender = tokio::spawn(async move {
+        for _ in 0..2000 {
+            if sink.send(WsMessage::binary(vec![0u8; 8192])).await.is_err() {
+                break;
+            }
+        }
+    });
+    let code = within("the client to be closed", async {
+        loop {
+            match stream.next().await {
+                Some(Ok(WsMessage::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, Some(1013));
+    sender.abort();
+    origin.abort();
+}

@@ -1,0 +1,244 @@
+//! One side of the relay: its socket, the reader of its frames, and the frames waiting to be
+//! written to it.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::READ_SIZE;
+use crate::proxy::websocket::{Keepalive, KeepaliveAction};
+use crate::ws::frame::OP_PING;
+use crate::ws::{close_frame, control_frame, FrameReader, Sender};
+
+/// Where a side is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// Read and written.
+    Open,
+    /// Its close frame has come: no more reads; what is queued for it is still written.
+    Closing,
+    /// Ended (end of stream, a frame that broke the protocol): no more reads; what is queued
+    /// for it (a close frame) is still written.
+    Done,
+    /// Neither read nor written again (a write failed, it was cut or stopped answering).
+    Gone,
+}
+
+/// One side of the relay: a socket, its reader and what waits to be written to it.
+pub(super) struct Side<IO> {
+    /// Dropped (the connection closed) once the side is gone.
+    pub(super) io: Option<IO>,
+    /// Which end of the WebSocket this side is to the proxy: frames it sends are from a
+    /// client (masked) or a server; frames the proxy writes to it the opposite.
+    pub(super) sender: Sender,
+    pub(super) reader: FrameReader,
+    pub(super) rbuf: BytesMut,
+    /// `rbuf` holds bytes not looked at yet (what came with the origin's `101`).
+    pub(super) unparsed: bool,
+    pub(super) out: VecDeque<Bytes>,
+    pub(super) out_len: usize,
+    pub(super) needs_flush: bool,
+    pub(super) state: State,
+    /// A close frame (forwarded or the proxy's own) has been queued for this side.
+    pub(super) close_sent: bool,
+    pub(super) alive: Keepalive,
+    /// Since when `out` has been full without the side taking a byte.
+    pub(super) stalled_since: Option<Instant>,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
+    pub(super) fn new(
+        io: IO,
+        sender: Sender,
+        rbuf: BytesMut,
+        max_message: usize,
+        ping: Option<Duration>,
+    ) -> Self {
+        Side {
+            io: Some(io),
+            sender,
+            reader: FrameReader::new(sender, max_message),
+            unparsed: !rbuf.is_empty(),
+            rbuf,
+            out: VecDeque::new(),
+            out_len: 0,
+            needs_flush: false,
+            state: State::Open,
+            close_sent: false,
+            alive: Keepalive::new(ping),
+            stalled_since: None,
+        }
+    }
+
+    /// The mask of a frame the proxy writes to this side: a fresh one towards a server.
+    pub(super) fn mask(&self) -> Option<[u8; 4]> {
+        (self.sender == Sender::Server).then(fresh_mask)
+    }
+
+    pub(super) fn queue(&mut self, bytes: Bytes) {
+        if self.state != State::Gone && !bytes.is_empty() {
+            self.out_len += bytes.len();
+            self.out.push_back(bytes);
+        }
+    }
+
+    /// Queues the proxy's own close frame, unless the side already has one.
+    pub(super) fn queue_close(&mut self, code: u16, reason: &str) {
+        if !self.close_sent {
+            self.close_sent = true;
+            let frame = close_frame(code, reason, self.mask());
+            self.queue(frame);
+        }
+    }
+
+    /// Neither read nor written again: its connection is closed now.
+    pub(super) fn gone(&mut self) {
+        self.state = State::Gone;
+        self.io = None;
+        self.out.clear();
+        self.out_len = 0;
+        self.needs_flush = false;
+        self.stalled_since = None;
+    }
+
+    pub(super) fn can_take_data(&self) -> bool {
+        self.state != State::Gone && !self.close_sent
+    }
+
+    /// Writes what is queued until the socket would block; true when anything was written.
+    pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut progress = false;
+        let Some(io) = self.io.as_mut() else {
+            return Ok(false);
+        };
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let n = self.out.len().min(slices.len());
+            for (slice, bytes) in slices.iter_mut().zip(&self.out) {
+                *slice = IoSlice::new(bytes);
+            }
+            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Pending => return Ok(progress),
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(result) => result?,
+            };
+            progress = true;
+            self.needs_flush = true;
+            self.out_len -= written;
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.out.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.out.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        if self.needs_flush {
+            match Pin::new(&mut *io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Reads once into the read buffer: `Some(0)` at the end of the stream, `None` when the
+    /// socket would block.
+    pub(super) fn poll_read_some(&mut self, cx: &mut Context<'_>) -> io::Result<Option<usize>> {
+        let Some(io) = self.io.as_mut() else {
+            return Ok(Some(0));
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE {
+            self.rbuf.reserve(READ_SIZE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(n)) => Ok(Some(n)),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    /// Shuts the side's connection down once nothing more will pass either way: it has ended,
+    /// or both close frames have crossed, and what was queued for it is written. True when it
+    /// did.
+    pub(super) fn poll_finish(&mut self, cx: &mut Context<'_>) -> bool {
+        let complete = match self.state {
+            State::Done => true,
+            State::Closing => self.close_sent,
+            State::Open | State::Gone => false,
+        };
+        if !complete || !self.out.is_empty() || self.needs_flush {
+            return false;
+        }
+        if let Some(io) = self.io.as_mut() {
+            if Pin::new(io).poll_shutdown(cx).is_pending() {
+                return false;
+            }
+        }
+        self.gone();
+        true
+    }
+}
+
+/// Writes a side's queue and keeps its stall mark: set while the queue is full and the side
+/// takes nothing, cleared by any progress.
+pub(super) fn write_side<IO: AsyncRead + AsyncWrite + Unpin>(
+    side: &mut Side<IO>,
+    cx: &mut Context<'_>,
+    limit: usize,
+) -> io::Result<bool> {
+    if side.state == State::Gone {
+        return Ok(false);
+    }
+    let progress = side.poll_write_out(cx)?;
+    if side.out_len < limit {
+        side.stalled_since = None;
+    } else if progress || side.stalled_since.is_none() {
+        side.stalled_since = Some(Instant::now());
+    }
+    Ok(progress)
+}
+
+/// Runs a side's keepalive; true when the side is dead.
+pub(super) fn keepalive<IO: AsyncRead + AsyncWrite + Unpin>(side: &mut Side<IO>) -> bool {
+    if side.state != State::Open {
+        return false;
+    }
+    match side.alive.fire() {
+        KeepaliveAction::Ping => {
+            let ping = control_frame(OP_PING, b"", side.mask());
+            side.queue(ping);
+            false
+        }
+        KeepaliveAction::Dead => true,
+        KeepaliveAction::Nothing => false,
+    }
+}
+
+/// A masking key for a frame the proxy sends to an origin (RFC 6455 section 5.3: fresh and
+/// unpredictable for each frame).
+fn fresh_mask() -> [u8; 4] {
+    let mut mask = [0u8; 4];
+    if getrandom::fill(&mut mask).is_err() {
+        // The system's source failing is no reason to drop a connection; masking here only
+        // protects intermediaries between the proxy and the origin.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        mask = nanos.to_le_bytes();
+    }
+    mask
+}
