@@ -20,7 +20,7 @@
 //! | `SSEBRIDGE_BENCH_SECONDS` | 15 | measured seconds of each P1 run (P5: two thirds) |
 //! | `SSEBRIDGE_BENCH_FLOOD_SECONDS` | 4 | measured seconds of each P2 run (one stream, flood) |
 //! | `SSEBRIDGE_BENCH_STEP_SECONDS` | 1 | measured seconds of each step of P5's one-stream rate search |
-//! | `SSEBRIDGE_BENCH_IDLE_STREAMS` | 10000 | idle streams of P3 |
+//! | `SSEBRIDGE_BENCH_IDLE_STREAMS` | 10000 | idle streams of P3 (and idle WebSocket connections of P3W) |
 //! | `SSEBRIDGE_BENCH_MAX_STREAMS` | 50000 | where the P6 ramp stops (or at `..._MAX_RSS_MIB`, 2048) |
 //!
 //! P3 and P6 are capped by RLIMIT_NOFILE: the bench raises it as far as it may, and each stream
@@ -78,7 +78,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 impl Scale {
     fn from_env() -> Scale {
         let seconds: f64 = env("SSEBRIDGE_BENCH_SECONDS", 15.0);
-        let only: String = env("SSEBRIDGE_BENCH_ONLY", "P1,P2,P3,P4,P5,P6".to_owned());
+        let only: String = env("SSEBRIDGE_BENCH_ONLY", "P1,P2,P3,P3W,P4,P5,P6".to_owned());
         Scale {
             reps: env("SSEBRIDGE_BENCH_REPS", 3usize).max(1),
             streams: env("SSEBRIDGE_BENCH_STREAMS", 1000usize).max(1),
@@ -206,7 +206,7 @@ async fn run(scale: Scale, nofile: u64, bench: bool, capped: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if capped && (scale.runs("P3") || scale.runs("P6")) {
+    if capped && (scale.runs("P3") || scale.runs("P3W") || scale.runs("P6")) {
         b.report.note(format!(
             "P3/P6: RLIMIT_NOFILE is {nofile} here and cannot be raised, so the idle and ramp \
              stream counts are capped at {} and {} (two descriptors per stream per process).",
@@ -221,6 +221,9 @@ async fn run(scale: Scale, nofile: u64, bench: bool, capped: bool) -> ExitCode {
     }
     if scale.runs("P3") || scale.runs("P6") {
         b.p3_p6(scale.runs("P6")).await;
+    }
+    if scale.runs("P3W") {
+        b.p3_ws().await;
     }
     if scale.runs("P5") {
         b.p5().await;

@@ -512,6 +512,62 @@ impl Bench {
         }
     }
 
+    /// P3W: resident KiB per idle WebSocket connection (client -> proxy -> WebSocket origin,
+    /// one message each, then silence), at P3's count, on a fresh process per repetition.
+    pub async fn p3_ws(&mut self) {
+        let proxies: Vec<Target> = self
+            .targets()
+            .into_iter()
+            .filter(|t| *t != Target::Direct)
+            .collect();
+        let name = format!("P3W {} idle WebSocket connections", self.scale.idle_streams);
+        for rep in 0..self.scale.reps {
+            for target in rotated(&proxies, rep) {
+                if self.scale.wait_quiet {
+                    wait_quiet().await;
+                }
+                if let Err(err) = self.restart(target).await {
+                    eprintln!(
+                        "P3W rep {} {}: restart failed: {err}",
+                        rep + 1,
+                        target.name()
+                    );
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let proxy = self.proxy(target).expect("restarted");
+                let idle = proxy.rss_kib();
+                let shared = Arc::new(Shared::default());
+                let mut set = JoinSet::new();
+                let query = Mode::Idle.query(self.scale.event_bytes, self.origin.generation());
+                let specs = (0..self.scale.idle_streams)
+                    .map(|k| self.spec(target, Kind::Ws, true, k, &query, false))
+                    .collect();
+                let ok = Self::open(&shared, &mut set, specs).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let held = shared.established.load(Ordering::SeqCst);
+                let rss = proxy.rss_kib();
+                let per_conn = rss.saturating_sub(idle) as f64 / held.max(1) as f64;
+                eprintln!(
+                    "P3W rep {} {:>9}: idle {idle} KiB, {held} connections -> {rss} KiB ({per_conn:.2} KiB/connection){}",
+                    rep + 1,
+                    target.name(),
+                    if ok { "" } else { " (incomplete)" }
+                );
+                self.close(&shared, set).await;
+                if held >= self.scale.idle_streams * 99 / 100 {
+                    self.report.add(
+                        &name,
+                        "KiB per connection: (RSS - idle RSS) / connections",
+                        target,
+                        per_conn,
+                    );
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
     /// The highest rate one stream from the WebSocket origin sustains: offered rates double
     /// from 12 500 msg/s until a run delivers less than 95 % of its rate or the proxy cuts the
     /// client (ssebridge cuts a client that falls `client_buffer` behind instead of slowing the
