@@ -516,3 +516,33 @@ async fn unreachable_websocket_origin_gets_502_and_never_a_200() {
     assert_eq!(status, 502);
     assert_ne!(header(&headers, "content-type"), Some("text/event-stream"));
 }
+
+#[tokio::test]
+async fn idle_upstream_is_pinged_every_ws_ping_and_the_stream_stays_open_while_it_answers() {
+    use futures_util::StreamExt;
+    let (_origin, _proxy, mut client, mut ws, _) =
+        open("    ws_ping: 100ms\n    heartbeat: 0\n").await;
+    // tungstenite answers each ping as it reads it; four pings are four intervals, twice the
+    // time after which a silent upstream would have been dropped.
+    let mut pings = 0;
+    while pings < 4 {
+        match within("a ping", ws.next()).await {
+            Some(Ok(WsMessage::Ping(_))) => pings += 1,
+            other => panic!("expected pings on an idle upstream, got {other:?}"),
+        }
+    }
+    ws_send(&mut ws, WsMessage::text("still here")).await;
+    assert_eq!(client.next_event().await.data, "still here");
+}
+
+#[tokio::test]
+async fn upstream_that_stops_answering_pings_aborts_the_sse_response() {
+    // The origin's socket is never read: it answers no ping.
+    let (_origin, _proxy, mut client, _ws, _) =
+        open("    ws_ping: 100ms\n    heartbeat: 0\n").await;
+    client.raw.read_to_close().await;
+    assert!(
+        !client.raw.complete,
+        "a dead upstream aborts the response (no last chunk), so EventSource reconnects"
+    );
+}

@@ -87,27 +87,29 @@ fn params(target: &str) -> Params {
 /// The running origins.
 pub struct Origin {
     pub sse_ports: Vec<u16>,
-    pub ws_port: u16,
+    pub ws_ports: Vec<u16>,
     generation: watch::Sender<u64>,
 }
 
 impl Origin {
-    /// Several SSE ports, because one proxy opens at most ~28 000 connections to one IP:port
-    /// (the ephemeral port range); the WebSocket scenarios need one.
-    pub async fn start(sse_ports: usize) -> std::io::Result<Origin> {
+    /// Several ports of each kind, because one proxy opens at most ~28 000 connections to one
+    /// IP:port (the ephemeral port range, which also holds the closed ones in TIME_WAIT for a
+    /// minute).
+    pub async fn start(ports_each: usize) -> std::io::Result<Origin> {
         let (generation, _) = watch::channel(1u64);
         let mut ports = Vec::new();
-        for _ in 0..sse_ports {
+        let mut ws_ports = Vec::new();
+        for _ in 0..ports_each {
             let listener = listen()?;
             ports.push(listener.local_addr()?.port());
             tokio::spawn(accept_loop(listener, generation.subscribe(), false));
+            let ws = listen()?;
+            ws_ports.push(ws.local_addr()?.port());
+            tokio::spawn(accept_loop(ws, generation.subscribe(), true));
         }
-        let ws = listen()?;
-        let ws_port = ws.local_addr()?.port();
-        tokio::spawn(accept_loop(ws, generation.subscribe(), true));
         Ok(Origin {
             sse_ports: ports,
-            ws_port,
+            ws_ports,
             generation,
         })
     }

@@ -177,7 +177,7 @@ impl Bench {
     ) -> Spec {
         let proxy = self.proxy(target);
         let (addr, path): (SocketAddr, String) = if ws_origin {
-            targets::ws_endpoint(target, &self.origin, proxy)
+            targets::ws_endpoint(target, &self.origin, proxy, k)
         } else {
             targets::sse_endpoint(target, &self.origin, proxy, k)
         };

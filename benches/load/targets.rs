@@ -1,6 +1,6 @@
 //! What the clients connect to: the origin itself (the physical baseline), nginx tuned as an
 //! SSE proxy, and ssebridge (the release binary cargo built for this bench). The proxies get the
-//! same routes: `/s0` .. `/sN` to the SSE origin's ports and `/w0` to the WebSocket origin.
+//! same routes: `/s0` .. `/sN` to the SSE origin's ports and `/w0` .. `/wN` to the WebSocket origin's.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -88,12 +88,18 @@ pub fn sse_endpoint(
     (SocketAddr::from(([127, 0, 0, 1], port)), format!("/s{k}"))
 }
 
-pub fn ws_endpoint(target: Target, origin: &Origin, proxy: Option<&Proxy>) -> (SocketAddr, String) {
+pub fn ws_endpoint(
+    target: Target,
+    origin: &Origin,
+    proxy: Option<&Proxy>,
+    k: usize,
+) -> (SocketAddr, String) {
+    let k = k % origin.ws_ports.len();
     let port = match (target, proxy) {
-        (Target::Direct, _) | (_, None) => origin.ws_port,
+        (Target::Direct, _) | (_, None) => origin.ws_ports[k],
         (_, Some(p)) => p.port,
     };
-    (SocketAddr::from(([127, 0, 0, 1], port)), "/w0".to_owned())
+    (SocketAddr::from(([127, 0, 0, 1], port)), format!("/w{k}"))
 }
 
 /// The directory the bench writes its configurations and logs to.
@@ -119,11 +125,9 @@ pub async fn start_ssebridge(binary: &Path, origin: &Origin) -> std::io::Result<
             "  - path: /s{k}\n    upstream: http://127.0.0.1:{p}/s{k}"
         );
     }
-    let _ = writeln!(
-        yaml,
-        "  - path: /w0\n    upstream: ws://127.0.0.1:{}/ws",
-        origin.ws_port
-    );
+    for (k, p) in origin.ws_ports.iter().enumerate() {
+        let _ = writeln!(yaml, "  - path: /w{k}\n    upstream: ws://127.0.0.1:{p}/ws");
+    }
     let config = dir.join("ssebridge.yaml");
     std::fs::write(&config, yaml)?;
     let log = std::fs::File::create(dir.join("ssebridge.log"))?;
@@ -167,11 +171,9 @@ fn nginx_conf(prefix: &Path, port: u16, origin: &Origin, nofile: u64, streams: u
             "  upstream sse{k} {{ server 127.0.0.1:{op}; keepalive 64; }}"
         );
     }
-    let _ = writeln!(
-        conf,
-        "  upstream ws0 {{ server 127.0.0.1:{}; }}",
-        origin.ws_port
-    );
+    for (k, p) in origin.ws_ports.iter().enumerate() {
+        let _ = writeln!(conf, "  upstream ws{k} {{ server 127.0.0.1:{p}; }}");
+    }
     let _ = writeln!(conf, "  server {{\n    listen 127.0.0.1:{port} reuseport;");
     for k in 0..origin.sse_ports.len() {
         let _ = writeln!(
@@ -182,11 +184,15 @@ fn nginx_conf(prefix: &Path, port: u16, origin: &Origin, nofile: u64, streams: u
              proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n    }}"
         );
     }
-    conf.push_str(
-        "    location = /w0 {\n      proxy_pass http://ws0/ws;\n      proxy_http_version 1.1;\n      \
-         proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n      \
-         proxy_buffering off;\n      proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n    }\n  }\n}\n",
-    );
+    for k in 0..origin.ws_ports.len() {
+        let _ = writeln!(
+            conf,
+            "    location = /w{k} {{\n      proxy_pass http://ws{k}/ws;\n      proxy_http_version 1.1;\n      \
+             proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n      \
+             proxy_buffering off;\n      proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n    }}"
+        );
+    }
+    conf.push_str("  }\n}\n");
     conf
 }
 

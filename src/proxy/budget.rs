@@ -49,6 +49,10 @@ impl Budget {
     /// Takes room for `len` bytes, waiting while the client drains its queue; `Overflow` when it
     /// takes nothing for [`SLOW_CLIENT_GRACE`]. One producer per budget.
     pub async fn reserve(&self, len: usize) -> Result<(), Overflow> {
+        // The common case, room at once, without registering with `drained` (a lock).
+        if self.try_reserve(len).is_ok() {
+            return Ok(());
+        }
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);

@@ -2,7 +2,10 @@
 //! SSE client, sends the `on_connect` messages, and turns every message into one event. The
 //! stream starts with a `bridge` event naming the back channel.
 
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -24,6 +27,7 @@ use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteSt
 use crate::config::BinaryMode;
 use crate::metrics::StreamKind;
 use crate::upstream::{self, UpstreamWs};
+use crate::wake::SideWake;
 
 /// Messages waiting for the upstream from the back channel.
 const BACK_CHANNEL_DEPTH: usize = 64;
@@ -152,77 +156,93 @@ async fn pump(
         websocket::spawn_writer(upstream_sink, settings.max_message * 2, &proxy.tasks);
     let mut alive = Keepalive::new(settings.ws_ping);
     let mut scratch = BytesMut::new();
-    let ending: Ending = loop {
-        tokio::select! {
-            // Drain first: the client's body ends on drain too, and the upstream must then hear
-            // 1001 (going away), not 1000 (client gone).
-            biased;
-            _ = proxy.drain.cancelled() => {
-                let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
-                break Ending::Clean;
-            }
-            _ = events.closed() => {
-                let (code, reason) = if proxy.drain.is_cancelled() {
-                    (CloseCode::Away, "proxy shutting down")
-                } else {
-                    (CloseCode::Normal, "client gone")
-                };
-                let _ = to_upstream.push(close_message(code, reason));
-                break Ending::Clean;
-            }
-            Some(message) = back.recv() => {
-                if to_upstream.send(message).await.is_err() {
-                    tracing::warn!(route = %route.name, "upstream not taking back-channel messages; closing");
-                    break Ending::Failed;
-                }
-            }
-            msg = upstream_stream.next() => {
-                alive.seen();
-                let event = match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        if translate::message_to_event(&mut scratch, &text, settings.format) == Translated::SentRaw {
-                            route.metrics.translation_error();
-                        }
-                        scratch.split().freeze()
+    // The drain, the client going away and the keepalive timer are polled only when they wake
+    // (see `wake`), not for every message.
+    let ending: Ending = {
+        let drain = pin!(proxy.drain.cancelled());
+        let closed = pin!(events.closed());
+        let timer = pin!(tokio::time::sleep_until(alive.deadline()));
+        let mut watch = Watch {
+            side: SideWake::default(),
+            drain,
+            closed,
+            timer,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                woke = std::future::poll_fn(|cx| watch.poll(cx)) => match woke {
+                    Woke::Drain => {
+                        let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
+                        break Ending::Clean;
                     }
-                    Some(Ok(Message::Binary(data))) => match settings.binary {
-                        BinaryMode::Base64 => {
-                            use base64::Engine as _;
-                            let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
-                            translate::raw_event(&mut scratch, Some("binary"), &encoded);
+                    Woke::ClientGone => {
+                        let (code, reason) = if proxy.drain.is_cancelled() {
+                            (CloseCode::Away, "proxy shutting down")
+                        } else {
+                            (CloseCode::Normal, "client gone")
+                        };
+                        let _ = to_upstream.push(close_message(code, reason));
+                        break Ending::Clean;
+                    }
+                    Woke::Timer => {
+                        if ping(&mut alive, &to_upstream) {
+                            to_upstream.abort();
+                            tracing::warn!(route = %route.name, "upstream stopped answering pings");
+                            break Ending::Failed;
+                        }
+                        // Set again from the last time the upstream was heard (a message since
+                        // then moved the deadline on).
+                        watch.rearm(alive.deadline());
+                    }
+                },
+                Some(message) = back.recv() => {
+                    if to_upstream.send(message).await.is_err() {
+                        tracing::warn!(route = %route.name, "upstream not taking back-channel messages; closing");
+                        break Ending::Failed;
+                    }
+                }
+                msg = upstream_stream.next() => {
+                    alive.seen();
+                    let event = match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if translate::message_to_event(&mut scratch, &text, settings.format) == Translated::SentRaw {
+                                route.metrics.translation_error();
+                            }
                             scratch.split().freeze()
                         }
-                        BinaryMode::Drop => continue,
-                        BinaryMode::Close => {
-                            let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
-                            break Ending::Clean;
+                        Some(Ok(Message::Binary(data))) => match settings.binary {
+                            BinaryMode::Base64 => {
+                                use base64::Engine as _;
+                                let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+                                translate::raw_event(&mut scratch, Some("binary"), &encoded);
+                                scratch.split().freeze()
+                            }
+                            BinaryMode::Drop => continue,
+                            BinaryMode::Close => {
+                                let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
+                                break Ending::Clean;
+                            }
+                        },
+                        Some(Ok(Message::Close(_))) => break Ending::Clean,
+                        Some(Ok(_)) => continue,
+                        Some(Err(err)) => {
+                            tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
+                            route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                            break Ending::Failed;
                         }
-                    },
-                    Some(Ok(Message::Close(_))) => break Ending::Clean,
-                    Some(Ok(_)) => continue,
-                    Some(Err(err)) => {
-                        tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
-                        route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                        break Ending::Failed;
+                        None => {
+                            tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
+                            route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                            break Ending::Failed;
+                        }
+                    };
+                    if events.send(event).await.is_err() {
+                        tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
+                        conn.kill.cancel();
+                        let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
+                        break Ending::Slow;
                     }
-                    None => {
-                        tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
-                        route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                        break Ending::Failed;
-                    }
-                };
-                if events.send(event).await.is_err() {
-                    tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
-                    conn.kill.cancel();
-                    let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
-                    break Ending::Slow;
-                }
-            }
-            _ = tokio::time::sleep_until(alive.deadline()) => {
-                if ping(&mut alive, &to_upstream) {
-                    to_upstream.abort();
-                    tracing::warn!(route = %route.name, "upstream stopped answering pings");
-                    break Ending::Failed;
                 }
             }
         }
@@ -235,6 +255,49 @@ async fn pump(
     }
     drop(to_upstream);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+/// What the bridge waits on besides messages, polled only when one of them woke.
+struct Watch<'a, D, C> {
+    side: SideWake,
+    drain: Pin<&'a mut D>,
+    closed: Pin<&'a mut C>,
+    timer: Pin<&'a mut tokio::time::Sleep>,
+}
+
+impl<D: Future, C: Future> Watch<'_, D, C> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
+        if !self.side.due(cx) {
+            return Poll::Pending;
+        }
+        let mut side_cx = Context::from_waker(self.side.waker());
+        // Drain first: the client's body ends on drain too, and the upstream must then hear
+        // 1001 (going away), not 1000 (client gone).
+        if self.drain.as_mut().poll(&mut side_cx).is_ready() {
+            return Poll::Ready(Woke::Drain);
+        }
+        if self.closed.as_mut().poll(&mut side_cx).is_ready() {
+            return Poll::Ready(Woke::ClientGone);
+        }
+        if self.timer.as_mut().poll(&mut side_cx).is_ready() {
+            return Poll::Ready(Woke::Timer);
+        }
+        Poll::Pending
+    }
+
+    /// Sets the keepalive timer again after it fired.
+    fn rearm(&mut self, deadline: tokio::time::Instant) {
+        self.timer.as_mut().reset(deadline);
+        // Polled again at the next turn, so that it is registered with the side waker.
+        self.side.waker().wake_by_ref();
+    }
+}
+
+/// Which of the bridge's side futures woke.
+enum Woke {
+    Drain,
+    ClientGone,
+    Timer,
 }
 
 enum Ending {

@@ -36,8 +36,9 @@ use side::{keepalive, write_side, Side, State};
 
 /// How long a closing side may take to finish its close handshake before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// The smallest room a read gets.
-const READ_SIZE: usize = 8 * 1024;
+/// The smallest room a read gets, and the largest.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
 /// Reads of one side in a row, and rounds of reads and writes in one poll, before the task
 /// yields to the others on its worker.
 const READS_PER_POLL: usize = 16;

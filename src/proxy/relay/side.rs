@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::READ_SIZE;
+use super::{MAX_READ, MIN_READ};
 use crate::proxy::websocket::{Keepalive, KeepaliveAction};
 use crate::ws::frame::OP_PING;
 use crate::ws::{close_frame, control_frame, FrameReader, Sender};
@@ -41,6 +41,8 @@ pub(super) struct Side<IO> {
     pub(super) rbuf: BytesMut,
     /// `rbuf` holds bytes not looked at yet (what came with the origin's `101`).
     pub(super) unparsed: bool,
+    /// The room the next read gets: [`MIN_READ`], doubled while reads fill it.
+    pub(super) read_size: usize,
     pub(super) out: VecDeque<Bytes>,
     pub(super) out_len: usize,
     pub(super) needs_flush: bool,
@@ -65,6 +67,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
             sender,
             reader: FrameReader::new(sender, max_message),
             unparsed: !rbuf.is_empty(),
+            read_size: MIN_READ,
             rbuf,
             out: VecDeque::new(),
             out_len: 0,
@@ -161,11 +164,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
         let Some(io) = self.io.as_mut() else {
             return Ok(Some(0));
         };
-        if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE {
-            self.rbuf.reserve(READ_SIZE);
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
+            self.rbuf.reserve(self.read_size);
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
-            Poll::Ready(Ok(n)) => Ok(Some(n)),
+            Poll::Ready(Ok(n)) => {
+                // A read that fills its room asks for a larger one next time (a flood takes
+                // fewer, larger reads); a short one goes back to the smallest.
+                self.read_size = if n == room {
+                    (self.read_size * 2).min(MAX_READ)
+                } else {
+                    MIN_READ
+                };
+                Ok(Some(n))
+            }
             Poll::Ready(Err(e)) => Err(e),
             Poll::Pending => Ok(None),
         }
