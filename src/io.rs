@@ -152,6 +152,20 @@ impl ClientIo {
     }
 }
 
+impl ClientIo {
+    /// Ready once a read may find bytes: on cleartext when the socket is readable; on TLS
+    /// always (the TLS layer may hold plaintext the socket no longer shows), as it is while a
+    /// refusal or the request watcher still has a say.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &self.inner {
+            ClientStream::Plain(tcp) if self.refusal.is_none() && self.watcher.is_none() => {
+                tcp.poll_read_ready(cx)
+            }
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 /// The whole answer to a request the watcher refused; the connection closes after it.
 fn refusal_response(status: u16, reason: &str) -> Vec<u8> {
     let phrase = http::StatusCode::from_u16(status)

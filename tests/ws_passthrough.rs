@@ -572,3 +572,90 @@ async fn an_origin_that_stops_reading_gets_its_client_closed_with_1013() {
     sender.abort();
     origin.abort();
 }
+
+#[tokio::test]
+async fn a_frame_sent_together_with_the_client_s_handshake_reaches_the_origin() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut origin = WsOrigin::start().await;
+    let proxy = Proxy::start(&route(&origin, "")).await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut bytes = format!(
+        "GET {ROUTE} HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    // A masked text frame "early", in the same write as the handshake.
+    let mask = [9u8, 8, 7, 6];
+    bytes.extend_from_slice(&[0x81, 0x80 | 5]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(b"early".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.unwrap();
+    let (_, mut upstream) = origin.accept().await;
+    let first = within("the early message at the origin", upstream.next()).await;
+    assert_eq!(
+        first.expect("open").expect("message"),
+        WsMessage::text("early")
+    );
+    drop(tcp);
+}
+
+/// (local port, remote port) of the loopback connections in TIME_WAIT (Linux `/proc/net/tcp`).
+fn time_waits() -> Vec<(u16, u16)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"06")).then(|| Some((port(fields[1])?, port(fields[2])?)))?
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn after_a_close_handshake_the_origin_closes_its_connection_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, origin) = raw_origin(switching, Vec::new()).await;
+    let origin_port: u16 = url
+        .trim_start_matches("ws://127.0.0.1:")
+        .trim_end_matches("/chat")
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    let mut origin = within("the origin's handshake", origin).await.unwrap();
+    let proxy_port = origin.peer_addr().unwrap().port();
+    ws_send(&mut client, close(1000, "")).await;
+    let mut frame = [0u8; 2 + 4 + 2];
+    within("the close at the origin", origin.read_exact(&mut frame))
+        .await
+        .unwrap();
+    origin.write_all(&[0x88, 2, 0x03, 0xe8]).await.unwrap();
+    assert_eq!(next_close_code(&mut client).await, 1000);
+    // The proxy has passed the origin's answer on and still holds the connection open: the
+    // origin, as the server, closes first (RFC 6455 section 7.1.1) ...
+    origin.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the proxy to close after the origin",
+        origin.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    drop(origin);
+    // ... so the TIME_WAIT is the origin's, not one of the proxy's ports towards it.
+    let waits = time_waits();
+    assert!(
+        !waits.contains(&(proxy_port, origin_port)),
+        "the proxy's port {proxy_port} towards the origin is in TIME_WAIT"
+    );
+    assert!(
+        waits.contains(&(origin_port, proxy_port)),
+        "the origin's end of the connection is in TIME_WAIT"
+    );
+}

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -18,6 +20,7 @@ use super::relay::{Relay, RelaySettings};
 use super::stream::StreamLog;
 use super::websocket::{self, Keepalive, KeepaliveAction, Outbox};
 use super::{empty_body, error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
+use crate::io::ClientIo;
 use crate::metrics::StreamKind;
 use crate::upstream;
 
@@ -80,21 +83,30 @@ pub async fn serve(
         hard_stop: proxy.hard_stop.clone(),
     };
     proxy.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(client) => {
-                let client = TokioIo::new(client);
-                let relay = Relay::new(
-                    client,
-                    upstream,
-                    upstream_read,
-                    relay_settings,
-                    route.name.clone(),
-                    log,
-                );
-                relay.run().await;
-            }
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
             Err(err) => {
                 tracing::debug!(route = %route.name, error = %err, "client upgrade failed");
+                return;
+            }
+        };
+        let name = route.name.clone();
+        let upstream = (upstream, upstream_read);
+        // The client's own socket, so that the relay reads it directly and can wait for it
+        // to be readable before setting a buffer aside; what hyper read past the handshake
+        // comes along.
+        match upgraded.downcast::<TokioIo<ClientIo>>() {
+            Ok(parts) => {
+                let client = (parts.io.into_inner(), BytesMut::from(parts.read_buf));
+                Relay::new(client, upstream, relay_settings, name, log)
+                    .run()
+                    .await
+            }
+            Err(upgraded) => {
+                let client = (TokioIo::new(upgraded), BytesMut::new());
+                Relay::new(client, upstream, relay_settings, name, log)
+                    .run()
+                    .await
             }
         }
     });

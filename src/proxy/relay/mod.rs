@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -32,6 +31,7 @@ mod pump;
 mod side;
 
 use pump::{pump, Found};
+pub use side::RelayIo;
 use side::{keepalive, write_side, Side, State};
 
 /// How long a closing side may take to finish its close handshake before it is dropped.
@@ -79,14 +79,14 @@ pub struct RelaySettings {
 
 impl<C, U> Relay<C, U>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    C: RelayIo,
+    U: RelayIo,
 {
-    /// `upstream_read` holds what the origin sent right after its `101`.
+    /// `client_read` and `upstream_read` hold what each side sent before the relay started
+    /// (right after the handshake).
     pub fn new(
-        client: C,
-        upstream: U,
-        upstream_read: BytesMut,
+        (client, client_read): (C, BytesMut),
+        (upstream, upstream_read): (U, BytesMut),
         settings: RelaySettings,
         route: std::sync::Arc<str>,
         log: StreamLog,
@@ -97,7 +97,7 @@ where
             client: Side::new(
                 client,
                 Sender::Client,
-                BytesMut::new(),
+                client_read,
                 settings.max_message,
                 settings.ping,
             ),

@@ -4,9 +4,8 @@
 use std::task::Context;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::side::{Side, State};
+use super::side::{RelayIo, Side, State};
 use super::{Mode, READS_PER_POLL};
 use crate::metrics::Direction;
 use crate::proxy::stream::StreamLog;
@@ -33,8 +32,8 @@ pub(super) fn pump<A, B>(
     log: &mut StreamLog,
 ) -> (Found, bool)
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: RelayIo,
+    B: RelayIo,
 {
     let mut progress = false;
     for _ in 0..READS_PER_POLL {
@@ -45,6 +44,7 @@ where
         if !std::mem::take(&mut src.unparsed) {
             match src.poll_read_some(cx) {
                 Ok(Some(0)) | Err(_) => {
+                    src.eof = true;
                     src.state = State::Done;
                     return (Found::End, true);
                 }
@@ -69,8 +69,8 @@ where
 /// and payload bytes passed on.
 fn frames<A, B>(src: &mut Side<A>, dst: &mut Side<B>, mode: Mode) -> (Found, u64, u64)
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: RelayIo,
+    B: RelayIo,
 {
     let relaying = mode == Mode::Relaying && dst.can_take_data();
     let (mut messages, mut bytes) = (0, 0);
@@ -142,8 +142,8 @@ where
 /// here.
 fn skip<A, B>(src: &mut Side<A>, dst: &mut Side<B>, pass: &mut usize, len: usize)
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: RelayIo,
+    B: RelayIo,
 {
     if *pass > 0 {
         let passed = src.rbuf.split_to(*pass).freeze();

@@ -16,6 +16,35 @@ use crate::proxy::websocket::{Keepalive, KeepaliveAction};
 use crate::ws::frame::OP_PING;
 use crate::ws::{close_frame, control_frame, FrameReader, Sender};
 
+/// A socket the relay reads and writes, and can wait on for readability before it sets a
+/// read buffer aside: an idle side then holds none.
+pub trait RelayIo: AsyncRead + AsyncWrite + Unpin {
+    /// Ready when a read may find bytes; always ready where that cannot be known.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl RelayIo for crate::io::ClientIo {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        crate::io::ClientIo::poll_read_ready(self, cx)
+    }
+}
+
+impl RelayIo for crate::upstream::UpstreamStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            tokio_util::either::Either::Left(tcp) => tcp.poll_read_ready(cx),
+            // The TLS layer may hold plaintext the socket no longer shows.
+            tokio_util::either::Either::Right(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl RelayIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Where a side is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -47,6 +76,8 @@ pub(super) struct Side<IO> {
     pub(super) out_len: usize,
     pub(super) needs_flush: bool,
     pub(super) state: State,
+    /// Its end of stream has been read.
+    pub(super) eof: bool,
     /// A close frame (forwarded or the proxy's own) has been queued for this side.
     pub(super) close_sent: bool,
     pub(super) alive: Keepalive,
@@ -54,7 +85,7 @@ pub(super) struct Side<IO> {
     pub(super) stalled_since: Option<Instant>,
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
+impl<IO: RelayIo> Side<IO> {
     pub(super) fn new(
         io: IO,
         sender: Sender,
@@ -74,6 +105,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
             needs_flush: false,
             state: State::Open,
             close_sent: false,
+            eof: false,
             alive: Keepalive::new(ping),
             stalled_since: None,
         }
@@ -164,6 +196,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
         let Some(io) = self.io.as_mut() else {
             return Ok(Some(0));
         };
+        if self.rbuf.capacity() == 0 {
+            // No buffer while the side is idle: one is set aside once there is something to
+            // read.
+            match io.poll_read_ready(cx) {
+                Poll::Pending => return Ok(None),
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
         if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
             self.rbuf.reserve(self.read_size);
         }
@@ -196,6 +237,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
         if !complete || !self.out.is_empty() || self.needs_flush {
             return false;
         }
+        if self.sender == Sender::Server && !self.eof {
+            // RFC 6455 section 7.1.1: the server closes the TCP connection first, so that the
+            // TIME_WAIT is its own and not one of the proxy's ports towards it. What it still
+            // sends is dropped; `CLOSE_GRACE` bounds the wait.
+            return self.poll_discard(cx);
+        }
         if let Some(io) = self.io.as_mut() {
             if Pin::new(io).poll_shutdown(cx).is_pending() {
                 return false;
@@ -206,9 +253,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Side<IO> {
     }
 }
 
+impl<IO: RelayIo> Side<IO> {
+    /// Reads and drops what the side sends until its end of stream; true when it read.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(io) = self.io.as_mut() else {
+            return false;
+        };
+        let mut scrap = [0u8; 1024];
+        let mut scrap = tokio::io::ReadBuf::new(&mut scrap);
+        match Pin::new(io).poll_read(cx, &mut scrap) {
+            Poll::Pending => false,
+            Poll::Ready(Ok(())) if !scrap.filled().is_empty() => true,
+            Poll::Ready(_) => {
+                self.eof = true;
+                true
+            }
+        }
+    }
+}
+
 /// Writes a side's queue and keeps its stall mark: set while the queue is full and the side
 /// takes nothing, cleared by any progress.
-pub(super) fn write_side<IO: AsyncRead + AsyncWrite + Unpin>(
+pub(super) fn write_side<IO: RelayIo>(
     side: &mut Side<IO>,
     cx: &mut Context<'_>,
     limit: usize,
@@ -226,7 +292,7 @@ pub(super) fn write_side<IO: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Runs a side's keepalive; true when the side is dead.
-pub(super) fn keepalive<IO: AsyncRead + AsyncWrite + Unpin>(side: &mut Side<IO>) -> bool {
+pub(super) fn keepalive<IO: RelayIo>(side: &mut Side<IO>) -> bool {
     if side.state != State::Open {
         return false;
     }
