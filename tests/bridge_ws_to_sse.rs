@@ -127,7 +127,8 @@ async fn json_envelope_sets_event_id_retry_and_data() {
     }
 }
 
-async fn translation_errors(admin: std::net::SocketAddr, sample: &str) -> u64 {
+/// The value of one sample of the proxy's metrics.
+async fn metric_value(admin: std::net::SocketAddr, sample: &str) -> u64 {
     let (status, metrics) = admin_get(admin, "/metrics").await;
     assert_eq!(status, 200);
     sample_value(&metrics, sample).unwrap_or_else(|| panic!("{sample} in:\n{metrics}"))
@@ -141,7 +142,7 @@ async fn invalid_json_envelope_is_sent_raw_and_counted_as_a_translation_error() 
     let proxy = Proxy::start(&yaml).await;
     let admin = proxy.admin.expect("admin listener");
     let sample = format!("ssebridge_translation_errors_total{{route=\"{ROUTE}\"}}");
-    assert_eq!(translation_errors(admin, &sample).await, 0);
+    assert_eq!(metric_value(admin, &sample).await, 0);
     let (mut client, _, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
     let (_, mut ws) = origin.accept().await;
     client.bridge("bridge").await;
@@ -167,10 +168,7 @@ async fn invalid_json_envelope_is_sent_raw_and_counted_as_a_translation_error() 
     // A message that is no envelope at all is not an error.
     ws_send(&mut ws, WsMessage::text("just text")).await;
     assert_eq!(client.next_event().await.data, "just text");
-    assert_eq!(
-        translation_errors(admin, &sample).await,
-        invalid.len() as u64
-    );
+    assert_eq!(metric_value(admin, &sample).await, invalid.len() as u64);
 }
 
 #[tokio::test]
@@ -545,4 +543,30 @@ async fn upstream_that_stops_answering_pings_aborts_the_sse_response() {
         !client.raw.complete,
         "a dead upstream aborts the response (no last chunk), so EventSource reconnects"
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_messages_arrives_whole_and_in_order_and_counts_one_event_each() {
+    use futures_util::SinkExt;
+    let mut origin = WsOrigin::start().await;
+    let yaml = route(&origin, "    heartbeat: 0\n")
+        .replace("routes:\n", "admin:\n  bind: 127.0.0.1:0\nroutes:\n");
+    let proxy = Proxy::start(&yaml).await;
+    let admin = proxy.admin.expect("admin listener");
+    let (mut client, _, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
+    let (_, mut ws) = origin.accept().await;
+    client.bridge("bridge").await;
+    // Sent in one write: the proxy reads them together and may pass them on as one chunk.
+    for i in 0..500 {
+        ws.feed(WsMessage::text(format!("burst {i}")))
+            .await
+            .unwrap();
+    }
+    within("the origin's flush", ws.flush()).await.unwrap();
+    for i in 0..500 {
+        assert_eq!(client.next_event().await.data, format!("burst {i}"));
+    }
+    let sample = format!("ssebridge_events_total{{route=\"{ROUTE}\",direction=\"downstream\"}}");
+    // One per message (the bridge event is the proxy's own, not a forwarded one).
+    assert_eq!(metric_value(admin, &sample).await, 500);
 }

@@ -28,20 +28,20 @@ const SLOW: u8 = 3;
 
 /// The upstream task's end of the channel.
 pub struct EventSender {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
     budget: Arc<Budget>,
     end: Arc<AtomicU8>,
 }
 
 impl EventSender {
-    /// Queues one whole event, waiting while the client drains a full `client_buffer`;
-    /// `Overflow` when the client cannot keep up and is to be cut.
-    pub async fn send(&self, event: Bytes) -> Result<(), Overflow> {
-        let len = event.len() + QUEUED_OVERHEAD;
+    /// Queues `events` whole events in one chunk, waiting while the client drains a full
+    /// `client_buffer`; `Overflow` when the client cannot keep up and is to be cut.
+    pub async fn send(&self, bytes: Bytes, events: u64) -> Result<(), Overflow> {
+        let len = bytes.len() + QUEUED_OVERHEAD;
         let queued = match self.budget.reserve(len).await {
             Ok(()) => self
                 .tx
-                .try_send(event)
+                .try_send(Chunk { bytes, events })
                 .map_err(|_| self.budget.release(len)),
             Err(Overflow) => Err(()),
         };
@@ -71,10 +71,16 @@ impl EventSender {
     }
 }
 
+/// Whole events on their way to the client, and how many.
+struct Chunk {
+    bytes: Bytes,
+    events: u64,
+}
+
 pin_project_lite::pin_project! {
     /// The response body of a translated event stream.
     pub struct EventStreamBody {
-        rx: mpsc::Receiver<Bytes>,
+        rx: mpsc::Receiver<Chunk>,
         budget: Arc<Budget>,
         end: Arc<AtomicU8>,
         // Set once the end is known to be an abort: one more turn lets hyper flush the whole
@@ -156,13 +162,14 @@ impl Body for EventStreamBody {
             return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
         }
         match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(event)) => {
-                this.budget.release(event.len() + QUEUED_OVERHEAD);
-                this.log.forwarded(Direction::Down, 1, event.len() as u64);
+            Poll::Ready(Some(Chunk { bytes, events })) => {
+                this.budget.release(bytes.len() + QUEUED_OVERHEAD);
+                this.log
+                    .forwarded(Direction::Down, events, bytes.len() as u64);
                 if let Some(h) = this.heartbeat.as_mut() {
                     h.wrote();
                 }
-                return Poll::Ready(Some(Ok(Frame::data(event))));
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             Poll::Ready(None) => {
                 let end = this.end.load(Ordering::Acquire);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
@@ -204,44 +204,33 @@ async fn pump(
                 }
                 msg = upstream_stream.next() => {
                     alive.seen();
-                    let event = match msg {
-                        Some(Ok(Message::Text(text))) => {
-                            if translate::message_to_event(&mut scratch, &text, settings.format) == Translated::SentRaw {
-                                route.metrics.translation_error();
-                            }
-                            scratch.split().freeze()
+                    // This message, and those that came with it and are ready now: one chunk
+                    // for the client, none of them waiting for another.
+                    let mut batch = Batch::default();
+                    let mut step = batch.add(msg, settings, route, &mut scratch);
+                    while step.is_none() && scratch.len() < MAX_BATCH {
+                        let Some(msg) = upstream_stream.next().now_or_never() else {
+                            break;
+                        };
+                        step = batch.add(msg, settings, route, &mut scratch);
+                    }
+                    if batch.events > 0 {
+                        let chunk = scratch.split().freeze();
+                        if events.send(chunk, batch.events).await.is_err() {
+                            tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
+                            conn.kill.cancel();
+                            let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
+                            break Ending::Slow;
                         }
-                        Some(Ok(Message::Binary(data))) => match settings.binary {
-                            BinaryMode::Base64 => {
-                                use base64::Engine as _;
-                                let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
-                                translate::raw_event(&mut scratch, Some("binary"), &encoded);
-                                scratch.split().freeze()
-                            }
-                            BinaryMode::Drop => continue,
-                            BinaryMode::Close => {
-                                let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
-                                break Ending::Clean;
-                            }
-                        },
-                        Some(Ok(Message::Close(_))) => break Ending::Clean,
-                        Some(Ok(_)) => continue,
-                        Some(Err(err)) => {
-                            tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
-                            route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                            break Ending::Failed;
+                    }
+                    match step {
+                        None => {}
+                        Some(Stop::Binary) => {
+                            let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
+                            break Ending::Clean;
                         }
-                        None => {
-                            tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
-                            route.metrics.upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                            break Ending::Failed;
-                        }
-                    };
-                    if events.send(event).await.is_err() {
-                        tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
-                        conn.kill.cancel();
-                        let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
-                        break Ending::Slow;
+                        Some(Stop::Closed) => break Ending::Clean,
+                        Some(Stop::Failed) => break Ending::Failed,
                     }
                 }
             }
@@ -255,6 +244,72 @@ async fn pump(
     }
     drop(to_upstream);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+}
+
+/// The most translated bytes one chunk for the client gathers.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// Why the messages of a batch stop the stream.
+enum Stop {
+    /// A binary message with `binary: close`.
+    Binary,
+    Closed,
+    Failed,
+}
+
+/// The events translated from the messages of one read.
+#[derive(Default)]
+struct Batch {
+    events: u64,
+}
+
+impl Batch {
+    /// Translates one message (or the end of the stream) into `out`; `Some` when the stream
+    /// stops with it.
+    fn add(
+        &mut self,
+        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        settings: &crate::config::RouteSettings,
+        route: &RouteState,
+        out: &mut BytesMut,
+    ) -> Option<Stop> {
+        match msg {
+            Some(Ok(Message::Text(text))) => {
+                if translate::message_to_event(out, &text, settings.format) == Translated::SentRaw {
+                    route.metrics.translation_error();
+                }
+                self.events += 1;
+                None
+            }
+            Some(Ok(Message::Binary(data))) => match settings.binary {
+                BinaryMode::Base64 => {
+                    use base64::Engine as _;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+                    translate::raw_event(out, Some("binary"), &encoded);
+                    self.events += 1;
+                    None
+                }
+                BinaryMode::Drop => None,
+                BinaryMode::Close => Some(Stop::Binary),
+            },
+            Some(Ok(Message::Close(_))) => Some(Stop::Closed),
+            Some(Ok(_)) => None,
+            Some(Err(err)) => {
+                tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
+                route
+                    .metrics
+                    .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                Some(Stop::Failed)
+            }
+            None => {
+                tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
+                route
+                    .metrics
+                    .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
+                Some(Stop::Failed)
+            }
+        }
+    }
 }
 
 /// What the bridge waits on besides messages, polled only when one of them woke.
