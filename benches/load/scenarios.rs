@@ -571,40 +571,72 @@ impl Bench {
     /// The highest rate one stream from the WebSocket origin sustains: offered rates double
     /// from 12 500 msg/s until a run delivers less than 95 % of its rate or the proxy cuts the
     /// client (ssebridge cuts a client that falls `client_buffer` behind instead of slowing the
-    /// origin down, SPEC 10 "Slow clients"); returns the last run that kept up.
+    /// origin down, SPEC 10 "Slow clients"), then three halvings of the last step narrow it
+    /// down (to within 1/16 of the rate); returns the best run that kept up.
     async fn max_rate(&self, rep: usize, name: &str, target: Target, kind: Kind) -> Option<Run> {
         let mut rate = 12_500.0;
-        let mut best = None;
+        let mut best: Option<(f64, Run)> = None;
+        let mut failed_at = None;
         while rate <= 3_200_000.0 {
-            let shape = Shape {
-                streams: 1,
-                kind,
-                mode: Mode::Paced { rate },
-                warmup: Duration::from_millis(300),
-                measure: self.scale.step_seconds,
-            };
-            let run = self.run(target, true, &shape).await;
-            let kept_up = run.failed == 0 && run.rate() >= 0.95 * rate;
-            if !kept_up {
-                eprintln!(
-                    "P5 rate rep {} {name:>16}: offered {rate:.0} msg/s, delivered {:.0}, {}",
-                    rep + 1,
-                    run.rate(),
-                    if run.failed > 0 {
-                        "client cut"
-                    } else {
-                        "fell behind"
-                    }
-                );
-                break;
+            match self.rate_step(rep, name, target, kind, rate).await {
+                Ok(run) => best = Some((rate, run)),
+                Err(()) => {
+                    failed_at = Some(rate);
+                    break;
+                }
             }
-            best = Some(run);
             rate *= 2.0;
         }
-        if let Some(run) = &best {
+        if let (Some(mut bad), Some((good, _))) = (failed_at, &best) {
+            let mut good = *good;
+            for _ in 0..3 {
+                let mid = (good + bad) / 2.0;
+                match self.rate_step(rep, name, target, kind, mid).await {
+                    Ok(run) => {
+                        good = mid;
+                        best = Some((mid, run));
+                    }
+                    Err(()) => bad = mid,
+                }
+            }
+        }
+        if let Some((_, run)) = &best {
             self.log("P5 rate", rep, name, run);
         }
-        best
+        best.map(|(_, run)| run)
+    }
+
+    /// One step of the rate search: the run when it kept up with `rate`.
+    async fn rate_step(
+        &self,
+        rep: usize,
+        name: &str,
+        target: Target,
+        kind: Kind,
+        rate: f64,
+    ) -> Result<Run, ()> {
+        let shape = Shape {
+            streams: 1,
+            kind,
+            mode: Mode::Paced { rate },
+            warmup: Duration::from_millis(300),
+            measure: self.scale.step_seconds,
+        };
+        let run = self.run(target, true, &shape).await;
+        if run.failed == 0 && run.rate() >= 0.95 * rate {
+            return Ok(run);
+        }
+        eprintln!(
+            "P5 rate rep {} {name:>16}: offered {rate:.0} msg/s, delivered {:.0}, {}",
+            rep + 1,
+            run.rate(),
+            if run.failed > 0 {
+                "client cut"
+            } else {
+                "fell behind"
+            }
+        );
+        Err(())
     }
 
     /// P5: SSE clients of a WebSocket origin through ssebridge's bridge, against WebSocket
