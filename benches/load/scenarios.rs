@@ -412,18 +412,9 @@ impl Bench {
         );
         for rep in 0..self.scale.reps {
             for target in rotated(&proxies, rep) {
-                if self.scale.wait_quiet {
-                    wait_quiet().await;
-                }
-                if let Err(err) = self.restart(target).await {
-                    eprintln!(
-                        "P3 rep {} {}: restart failed: {err}",
-                        rep + 1,
-                        target.name()
-                    );
+                if !self.fresh(target, "P3", rep).await {
                     continue;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut rows: Vec<(&str, &str, f64)> = Vec::new();
                 let proxy = self.proxy(target).expect("restarted");
                 let idle = proxy.rss_kib();
@@ -512,6 +503,24 @@ impl Bench {
         }
     }
 
+    /// A fresh process of `target` for a memory measurement, once the machine is quiet; false
+    /// (and a line saying why) when it would not start.
+    async fn fresh(&mut self, target: Target, scenario: &str, rep: usize) -> bool {
+        if self.scale.wait_quiet {
+            wait_quiet().await;
+        }
+        if let Err(err) = self.restart(target).await {
+            eprintln!(
+                "{scenario} rep {} {}: restart failed: {err}",
+                rep + 1,
+                target.name()
+            );
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        true
+    }
+
     /// P3W: resident KiB per idle WebSocket connection (client -> proxy -> WebSocket origin,
     /// one message each, then silence), at P3's count, on a fresh process per repetition.
     pub async fn p3_ws(&mut self) {
@@ -523,18 +532,9 @@ impl Bench {
         let name = format!("P3W {} idle WebSocket connections", self.scale.idle_streams);
         for rep in 0..self.scale.reps {
             for target in rotated(&proxies, rep) {
-                if self.scale.wait_quiet {
-                    wait_quiet().await;
-                }
-                if let Err(err) = self.restart(target).await {
-                    eprintln!(
-                        "P3W rep {} {}: restart failed: {err}",
-                        rep + 1,
-                        target.name()
-                    );
+                if !self.fresh(target, "P3W", rep).await {
                     continue;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 let proxy = self.proxy(target).expect("restarted");
                 let idle = proxy.rss_kib();
                 let shared = Arc::new(Shared::default());
