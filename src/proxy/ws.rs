@@ -95,20 +95,16 @@ pub async fn serve(
         // The client's own socket, so that the relay reads it directly and can wait for it
         // to be readable before setting a buffer aside; what hyper read past the handshake
         // comes along.
-        match upgraded.downcast::<TokioIo<ClientIo>>() {
-            Ok(parts) => {
-                let client = (parts.io.into_inner(), BytesMut::from(parts.read_buf));
-                Relay::new(client, upstream, relay_settings, name, log)
-                    .run()
-                    .await
-            }
-            Err(upgraded) => {
-                let client = (TokioIo::new(upgraded), BytesMut::new());
-                Relay::new(client, upstream, relay_settings, name, log)
-                    .run()
-                    .await
-            }
-        }
+        // Every HTTP/1.1 connection is served over `TokioIo<ClientIo>` (`server::connection`),
+        // so the downcast only fails if that changes.
+        let Ok(parts) = upgraded.downcast::<TokioIo<ClientIo>>() else {
+            tracing::error!(route = %name, "upgraded connection is not a client socket; closing");
+            return;
+        };
+        let client = (parts.io.into_inner(), BytesMut::from(parts.read_buf));
+        Relay::new(client, upstream, relay_settings, name, log)
+            .run()
+            .await;
     });
     response.map(|()| empty_body())
 }

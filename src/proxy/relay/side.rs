@@ -39,12 +39,6 @@ impl RelayIo for crate::upstream::UpstreamStream {
     }
 }
 
-impl RelayIo for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
-    fn poll_read_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// Where a side is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -68,7 +62,7 @@ pub(super) struct Side<IO> {
     pub(super) sender: Sender,
     pub(super) reader: FrameReader,
     pub(super) rbuf: BytesMut,
-    /// `rbuf` holds bytes not looked at yet (what came with the origin's `101`).
+    /// `rbuf` holds bytes not looked at yet (what came with the handshake).
     pub(super) unparsed: bool,
     /// The room the next read gets: [`MIN_READ`], doubled while reads fill it.
     pub(super) read_size: usize,
