@@ -31,6 +31,7 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
     pub const INVALID: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const ERROR: u16 = 1011;
@@ -89,11 +90,13 @@ impl std::fmt::Debug for ControlPayload {
 /// included: the bytes to pass on (or to skip).
 #[derive(Debug, Clone, Copy)]
 pub enum Frame {
-    /// Part of a message: `payload` bytes of it, the last part when `fin`.
+    /// Part of a message: `payload` bytes of it (the last ones of the frame), the last part
+    /// when `fin`; `text` for a text message.
     Data {
         len: usize,
         payload: usize,
         fin: bool,
+        text: bool,
     },
     Ping {
         len: usize,
@@ -142,6 +145,9 @@ pub struct FrameReader {
     sender: Sender,
     max_message: u64,
     message: Option<Message>,
+    /// Text is checked here, frame by frame; off for a reader whose caller gathers whole
+    /// messages and checks each text once.
+    check_text: bool,
 }
 
 struct Header {
@@ -158,6 +164,17 @@ impl FrameReader {
             sender,
             max_message: max_message as u64,
             message: None,
+            check_text: true,
+        }
+    }
+
+    /// A reader for a caller that takes whole messages: it checks everything but the UTF-8 of
+    /// text, which the caller must check once the message is whole (RFC 6455 section 8.1 asks
+    /// it of the message, not of each frame).
+    pub fn for_messages(sender: Sender, max_message: usize) -> Self {
+        FrameReader {
+            check_text: false,
+            ..FrameReader::new(sender, max_message)
         }
     }
 
@@ -276,7 +293,8 @@ impl FrameReader {
             utf8: Utf8Validator::default(),
         });
         message.len += payload.len() as u64;
-        if message.text {
+        let text = message.text;
+        if text && self.check_text {
             let valid = match head.mask {
                 None => message.utf8.feed(payload),
                 Some(mask) => feed_unmasked(&mut message.utf8, payload, mask),
@@ -297,6 +315,7 @@ impl FrameReader {
             len,
             payload: payload.len(),
             fin: head.fin,
+            text,
         }))
     }
 }
@@ -371,10 +390,30 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
 /// proxy is then the client), unmasked towards a client. `payload` is cut at 125 bytes.
 pub fn control_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
     let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
-    let mut out = BytesMut::with_capacity(6 + payload.len());
+    frame(opcode, payload, mask)
+}
+
+/// A whole message (`OP_TEXT` or `OP_BINARY`) in one frame, written by the proxy itself
+/// (`on_connect`, the back channel), masked as [`control_frame`] is.
+pub fn message_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
+    frame(opcode, payload, mask)
+}
+
+fn frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Bytes {
+    let mut out = BytesMut::with_capacity(MAX_HEADER + payload.len());
     out.put_u8(0x80 | opcode);
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    out.put_u8(mask_bit | payload.len() as u8);
+    match payload.len() {
+        n @ 0..=125 => out.put_u8(mask_bit | n as u8),
+        n @ 126..=0xffff => {
+            out.put_u8(mask_bit | 126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(mask_bit | 127);
+            out.put_u64(n as u64);
+        }
+    }
     match mask {
         Some(m) => {
             out.put_slice(&m);

@@ -7,4 +7,6 @@
 pub mod frame;
 pub mod utf8;
 
-pub use frame::{close, close_frame, control_frame, Frame, FrameError, FrameReader, Next, Sender};
+pub use frame::{
+    close, close_frame, control_frame, message_frame, Frame, FrameError, FrameReader, Next, Sender,
+};

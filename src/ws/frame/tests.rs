@@ -63,8 +63,16 @@ fn a_frame_split_anywhere_is_complete_only_with_its_last_byte() {
                 }
             }
             match reader.next(&bytes).unwrap() {
-                Next::Frame(Frame::Data { len, payload, fin }) => {
-                    assert_eq!((len, payload, fin), (bytes.len(), payload_len, true));
+                Next::Frame(Frame::Data {
+                    len,
+                    payload,
+                    fin,
+                    text,
+                }) => {
+                    assert_eq!(
+                        (len, payload, fin, text),
+                        (bytes.len(), payload_len, true, true)
+                    );
                 }
                 other => panic!("{other:?}"),
             }
@@ -265,4 +273,49 @@ fn frames_the_proxy_writes_read_back_as_sent() {
         server().next(&pong).unwrap(),
         Next::Frame(Frame::Pong { len: 127 })
     ));
+}
+
+#[test]
+fn messages_the_proxy_writes_read_back_as_sent_at_every_length_size() {
+    for len in [0usize, 125, 126, 0xffff, 0x10000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let masked = message_frame(OP_BINARY, &payload, Some(MASK));
+        assert_eq!(masked, frame(0x82, true, &payload), "masked, {len} bytes");
+        let plain = message_frame(OP_TEXT, &payload, None);
+        assert_eq!(plain, frame(0x81, false, &payload), "unmasked, {len} bytes");
+    }
+}
+
+#[test]
+fn a_reader_for_whole_messages_leaves_text_to_its_caller_but_checks_the_rest() {
+    let bad = frame(0x81, false, &[0xff, 0xfe]);
+    let mut reader = FrameReader::for_messages(Sender::Server, 1024);
+    match reader.next(&bad).unwrap() {
+        Next::Frame(Frame::Data { text, fin, .. }) => assert!(text && fin),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server().next(&bad).unwrap_err(), FrameError::InvalidUtf8);
+    // Continuations carry the message's kind.
+    let mut stream = frame(0x02, false, b"ab");
+    stream.extend(frame(0x80, false, b"cd"));
+    let frames = read_all(
+        &mut FrameReader::for_messages(Sender::Server, 1024),
+        &stream,
+    )
+    .unwrap();
+    assert!(frames
+        .iter()
+        .all(|f| matches!(f, Frame::Data { text: false, .. })));
+    let masked = frame(0x81, true, b"hi");
+    assert!(matches!(
+        FrameReader::for_messages(Sender::Server, 1024).next(&masked),
+        Err(FrameError::Protocol(_))
+    ));
+    let big = frame(0x81, false, &[b'a'; 1025]);
+    assert_eq!(
+        FrameReader::for_messages(Sender::Server, 1024)
+            .next(&big)
+            .unwrap_err(),
+        FrameError::TooBig
+    );
 }
