@@ -570,3 +570,146 @@ async fn a_burst_of_messages_arrives_whole_and_in_order_and_counts_one_event_eac
     // One per message (the bridge event is the proxy's own, not a forwarded one).
     assert_eq!(metric_value(admin, &sample).await, 500);
 }
+
+/// A frame as an origin writes it: unmasked.
+fn server_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut out = vec![b0, payload.len() as u8];
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Starts the proxy in front of a hand-written origin that sends `after` with its `101`, opens
+/// an SSE stream and reads the bridge event; hands back the origin's socket.
+async fn open_raw(after: Vec<u8>, extra: &str) -> (Proxy, SseClient, tokio::net::TcpStream) {
+    let (url, origin) = raw_origin(switching, after).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n    heartbeat: 0\n{extra}"
+    )))
+    .await;
+    let (mut client, status, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
+    assert_eq!(status, 200);
+    let origin = within("the origin's handshake", origin).await.unwrap();
+    client.bridge("bridge").await;
+    (proxy, client, origin)
+}
+
+/// The close code of a close frame's payload.
+fn code_of(payload: &[u8]) -> u16 {
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+#[tokio::test]
+async fn messages_the_origin_sends_together_with_its_101_become_events() {
+    let mut after = server_frame(0x81, b"welcome");
+    after.extend(server_frame(0x81, b"second"));
+    let (_proxy, mut client, _origin) = open_raw(after, "").await;
+    assert_eq!(client.next_event().await.data, "welcome");
+    assert_eq!(client.next_event().await.data, "second");
+}
+
+#[tokio::test]
+async fn a_fragmented_message_becomes_one_event_and_a_ping_between_its_fragments_is_answered() {
+    use tokio::io::AsyncWriteExt;
+    let (_proxy, mut client, mut origin) = open_raw(Vec::new(), "").await;
+    // "€uro", its first character split across the first two fragments.
+    let text = "€uro".as_bytes();
+    let mut frames = server_frame(0x01, &text[..1]);
+    frames.extend(server_frame(0x89, b"are you there"));
+    frames.extend(server_frame(0x00, &text[1..2]));
+    frames.extend(server_frame(0x80, &text[2..]));
+    origin.write_all(&frames).await.unwrap();
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!(b0, 0x8a, "a pong");
+    assert_eq!(payload, b"are you there");
+    let event = client.next_event().await;
+    assert_eq!(event.data, "€uro");
+    assert_eq!(event.event_type, "message");
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_the_origin_with_1007_and_aborts_the_stream() {
+    let mut after = server_frame(0x81, b"fine");
+    after.extend(server_frame(0x81, &[b'a', 0xff, b'b']));
+    let (_proxy, mut client, mut origin) = open_raw(after, "").await;
+    assert_eq!(client.next_event().await.data, "fine");
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!((b0, code_of(&payload)), (0x88, 1007));
+    client.raw.read_to_close().await;
+    assert!(
+        !client.raw.complete,
+        "a broken upstream aborts the response"
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_max_message_closes_the_origin_with_1009() {
+    let mut after = server_frame(0x01, &[b'a'; 100]);
+    after.extend(server_frame(0x80, &[b'a'; 100]));
+    let (_proxy, mut client, mut origin) = open_raw(after, "    max_message: 150\n").await;
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!((b0, code_of(&payload)), (0x88, 1009));
+    client.raw.read_to_close().await;
+    assert!(!client.raw.complete);
+}
+
+#[tokio::test]
+async fn the_origins_close_is_answered_with_its_code_and_the_origin_closes_its_connection_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_proxy, mut client, mut origin) = open_raw(Vec::new(), "").await;
+    let origin_port = origin.local_addr().unwrap().port();
+    let proxy_port = origin.peer_addr().unwrap().port();
+    origin
+        .write_all(&server_frame(0x88, &4000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!((b0, code_of(&payload)), (0x88, 4000), "the close, echoed");
+    assert_eq!(client.raw.read_to_end_of_response().await, "");
+    assert!(
+        client.raw.complete,
+        "an upstream close ends the response cleanly"
+    );
+    // The proxy still holds the connection: the origin, as the server, closes first
+    // (RFC 6455 section 7.1.1), so the TIME_WAIT is the origin's.
+    origin.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the proxy to close after the origin",
+        origin.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    drop(origin);
+    let waits = time_waits();
+    assert!(!waits.contains(&(proxy_port, origin_port)));
+    assert!(waits.contains(&(origin_port, proxy_port)));
+}
+
+#[tokio::test]
+async fn on_connect_and_back_channel_messages_reach_the_origin_as_masked_frames() {
+    let (url, origin) = raw_origin(switching, Vec::new()).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n    heartbeat: 0\n    on_connect:\n      - hello\n"
+    )))
+    .await;
+    let (mut client, _, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
+    let mut origin = within("the origin's handshake", origin).await.unwrap();
+    let (_, send) = client.bridge("bridge").await;
+    assert_eq!(
+        read_client_frame(&mut origin).await,
+        (0x81, b"hello".to_vec())
+    );
+    // A binary message longer than a 16-bit length.
+    let body = vec![7u8; 70_000];
+    let mut raw = RawClient::connect(proxy.addr()).await;
+    raw.send(&format!(
+        "POST {send} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    ))
+    .await;
+    raw.send_bytes(&body).await;
+    assert_eq!(raw.read_head().await.0, 204);
+    assert_eq!(read_client_frame(&mut origin).await, (0x82, body));
+}

@@ -382,49 +382,6 @@ async fn unreachable_origin_gets_502_and_no_upgrade() {
     assert_eq!(ws_refused_status(&ws_url(&proxy, ROUTE), &[]).await, 502);
 }
 
-/// An origin that answers one WebSocket handshake by hand: `answer` builds the response head
-/// from the client's key (given the correct `Sec-WebSocket-Accept`), and `after` is written in
-/// the same write as the head. Hands back the origin's socket.
-async fn raw_origin(
-    answer: fn(&str) -> String,
-    after: Vec<u8>,
-) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/chat", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            tcp.read_exact(&mut byte).await.expect("request head");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).expect("head");
-        let key = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("sec-websocket-key")
-                    .then(|| value.trim().to_owned())
-            })
-            .expect("Sec-WebSocket-Key");
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let mut out = answer(&accept).into_bytes();
-        out.extend_from_slice(&after);
-        tcp.write_all(&out).await.expect("answer");
-        tcp
-    });
-    (url, task)
-}
-
-fn switching(accept: &str) -> String {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-}
-
 #[tokio::test]
 async fn frames_the_origin_sends_together_with_its_101_reach_the_client() {
     // An unmasked text frame "welcome" right behind the head, in the same packet.
@@ -598,20 +555,6 @@ async fn a_frame_sent_together_with_the_client_s_handshake_reaches_the_origin() 
         WsMessage::text("early")
     );
     drop(tcp);
-}
-
-/// (local port, remote port) of the loopback connections in TIME_WAIT (Linux `/proc/net/tcp`).
-fn time_waits() -> Vec<(u16, u16)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(3) == Some(&"06")).then(|| Some((port(fields[1])?, port(fields[2])?)))?
-        })
-        .collect()
 }
 
 #[tokio::test]

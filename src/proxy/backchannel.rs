@@ -11,13 +11,19 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{empty_body, error_response, websocket, ProxyBody, RouteState};
 use crate::metrics::LimitKind;
 
 /// The path segment below a route that addresses a session.
 pub const SEND_SEGMENT: &str = "/_send/";
+
+/// One message for the upstream, from a `POST`: its body, text (checked UTF-8) or binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackMessage {
+    pub binary: bool,
+    pub payload: Bytes,
+}
 
 /// Sessions of live WebSocket -> SSE streams, by id. Critical sections are a map operation.
 #[derive(Default)]
@@ -27,7 +33,7 @@ pub struct Sessions {
 
 struct Session {
     route: Arc<str>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<BackMessage>,
 }
 
 /// Removes its session from the map when the stream ends.
@@ -57,7 +63,7 @@ impl Sessions {
     pub fn open(
         self: &Arc<Self>,
         route: Arc<str>,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<BackMessage>,
     ) -> Result<SessionGuard, getrandom::Error> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes)?;
@@ -72,7 +78,7 @@ impl Sessions {
         })
     }
 
-    fn sender(&self, route: &str, id: &str) -> Option<mpsc::Sender<Message>> {
+    fn sender(&self, route: &str, id: &str) -> Option<mpsc::Sender<BackMessage>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(id)
             .filter(|s| &*s.route == route)
@@ -137,15 +143,12 @@ pub async fn post(
         Err(err) if err.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(_) => return error_response(StatusCode::BAD_REQUEST, "malformed request body"),
     };
-    let message = if binary {
-        Message::Binary(bytes)
-    } else {
-        match String::from_utf8(bytes.to_vec()) {
-            Ok(text) => Message::text(text),
-            Err(_) => {
-                return error_response(StatusCode::BAD_REQUEST, "a text message must be UTF-8")
-            }
-        }
+    if !binary && std::str::from_utf8(&bytes).is_err() {
+        return error_response(StatusCode::BAD_REQUEST, "a text message must be UTF-8");
+    }
+    let message = BackMessage {
+        binary,
+        payload: bytes,
     };
     match tx.try_send(message) {
         Ok(()) => {

@@ -166,7 +166,6 @@ pub type UpstreamStream = tokio_util::either::Either<
     tokio::net::TcpStream,
     Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
 >;
-pub type UpstreamWs = tokio_tungstenite::WebSocketStream<UpstreamStream>;
 
 /// Opens a connection to the origin of `url`, with TLS when `tls` is given. Not bounded in
 /// time: the caller bounds the connect together with whatever handshake follows it.
@@ -266,42 +265,6 @@ pub async fn connect_ws_raw(
         let mut stream = connect(url, tls).await?;
         let (answer, rest) = h1::websocket_handshake(&mut stream, url, headers).await?;
         Ok((stream, rest, answer))
-    };
-    tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| UpstreamError::Timeout)?
-}
-
-/// Opens a WebSocket to `url` (`ws` or `wss`), sending `headers` with the handshake. The TCP
-/// connect, TLS handshake and WebSocket handshake together are bounded by `timeout`.
-pub async fn connect_ws(
-    url: &Uri,
-    headers: http::HeaderMap,
-    tls: Option<Arc<ClientConfig>>,
-    timeout: Duration,
-    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
-) -> Result<(UpstreamWs, http::HeaderMap), UpstreamError> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-    let connecting = async {
-        let stream = connect(url, tls).await?;
-        let mut request = url
-            .clone()
-            .into_client_request()
-            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
-        for (name, value) in &headers {
-            request.headers_mut().append(name, value.clone());
-        }
-        let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(|e| match e {
-                    tokio_tungstenite::tungstenite::Error::Http(r) => UpstreamError::Handshake(
-                        format!("origin answered {} instead of upgrading", r.status()),
-                    ),
-                    other => UpstreamError::Handshake(other.to_string()),
-                })?;
-        Ok((ws, response.headers().clone()))
     };
     tokio::time::timeout(timeout, connecting)
         .await

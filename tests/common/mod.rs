@@ -1348,3 +1348,88 @@ impl Binary {
         format!("listeners:\n  - bind: {addr}\nroutes:\n{routes}")
     }
 }
+
+/// An origin that answers one WebSocket handshake by hand: `answer` builds the response head
+/// from the client's key (given the correct `Sec-WebSocket-Accept`), and `after` is written in
+/// the same write as the head. Hands back the origin's socket.
+pub async fn raw_origin(
+    answer: fn(&str) -> String,
+    after: Vec<u8>,
+) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/chat", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.expect("request head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).expect("head");
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_owned())
+            })
+            .expect("Sec-WebSocket-Key");
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut out = answer(&accept).into_bytes();
+        out.extend_from_slice(&after);
+        tcp.write_all(&out).await.expect("answer");
+        tcp
+    });
+    (url, task)
+}
+
+pub fn switching(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// (local port, remote port) of the loopback connections in TIME_WAIT (Linux `/proc/net/tcp`).
+pub fn time_waits() -> Vec<(u16, u16)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"06")).then(|| Some((port(fields[1])?, port(fields[2])?)))?
+        })
+        .collect()
+}
+
+/// Reads one frame the proxy wrote to an origin: it must be masked (the proxy is the client).
+/// Returns the first byte (FIN and opcode) and the unmasked payload.
+pub async fn read_client_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    within("a frame from the proxy", tcp.read_exact(&mut head))
+        .await
+        .expect("frame header");
+    assert_ne!(
+        head[1] & 0x80,
+        0,
+        "a frame towards the origin must be masked"
+    );
+    let len = match head[1] & 0x7f {
+        126 => u64::from(tcp.read_u16().await.expect("length")),
+        127 => tcp.read_u64().await.expect("length"),
+        n => u64::from(n),
+    };
+    let mut mask = [0u8; 4];
+    tcp.read_exact(&mut mask).await.expect("mask");
+    let mut payload = vec![0u8; len as usize];
+    tcp.read_exact(&mut payload).await.expect("payload");
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    (head[0], payload)
+}

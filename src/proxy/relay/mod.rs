@@ -28,7 +28,7 @@ use crate::wake::SideWake;
 use crate::ws::{close, FrameError, Sender};
 
 mod pump;
-mod side;
+pub(super) mod side;
 
 use pump::{pump, Found};
 pub use side::RelayIo;
@@ -41,7 +41,7 @@ const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// Reads of one side in a row, and rounds of reads and writes in one poll, before the task
 /// yields to the others on its worker.
-const READS_PER_POLL: usize = 16;
+pub(super) const READS_PER_POLL: usize = 16;
 
 /// Whether the relay still passes data on or only finishes closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

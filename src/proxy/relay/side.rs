@@ -41,7 +41,7 @@ impl RelayIo for crate::upstream::UpstreamStream {
 
 /// Where a side is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum State {
+pub(in crate::proxy) enum State {
     /// Read and written.
     Open,
     /// Its close frame has come: no more reads; what is queued for it is still written.
@@ -54,33 +54,33 @@ pub(super) enum State {
 }
 
 /// One side of the relay: a socket, its reader and what waits to be written to it.
-pub(super) struct Side<IO> {
+pub(in crate::proxy) struct Side<IO> {
     /// Dropped (the connection closed) once the side is gone.
-    pub(super) io: Option<IO>,
+    pub(in crate::proxy) io: Option<IO>,
     /// Which end of the WebSocket this side is to the proxy: frames it sends are from a
     /// client (masked) or a server; frames the proxy writes to it the opposite.
-    pub(super) sender: Sender,
-    pub(super) reader: FrameReader,
-    pub(super) rbuf: BytesMut,
+    pub(in crate::proxy) sender: Sender,
+    pub(in crate::proxy) reader: FrameReader,
+    pub(in crate::proxy) rbuf: BytesMut,
     /// `rbuf` holds bytes not looked at yet (what came with the handshake).
-    pub(super) unparsed: bool,
+    pub(in crate::proxy) unparsed: bool,
     /// The room the next read gets: [`MIN_READ`], doubled while reads fill it.
-    pub(super) read_size: usize,
-    pub(super) out: VecDeque<Bytes>,
-    pub(super) out_len: usize,
-    pub(super) needs_flush: bool,
-    pub(super) state: State,
+    pub(in crate::proxy) read_size: usize,
+    pub(in crate::proxy) out: VecDeque<Bytes>,
+    pub(in crate::proxy) out_len: usize,
+    pub(in crate::proxy) needs_flush: bool,
+    pub(in crate::proxy) state: State,
     /// Its end of stream has been read.
-    pub(super) eof: bool,
+    pub(in crate::proxy) eof: bool,
     /// A close frame (forwarded or the proxy's own) has been queued for this side.
-    pub(super) close_sent: bool,
-    pub(super) alive: Keepalive,
+    pub(in crate::proxy) close_sent: bool,
+    pub(in crate::proxy) alive: Keepalive,
     /// Since when `out` has been full without the side taking a byte.
-    pub(super) stalled_since: Option<Instant>,
+    pub(in crate::proxy) stalled_since: Option<Instant>,
 }
 
 impl<IO: RelayIo> Side<IO> {
-    pub(super) fn new(
+    pub(in crate::proxy) fn new(
         io: IO,
         sender: Sender,
         rbuf: BytesMut,
@@ -106,11 +106,11 @@ impl<IO: RelayIo> Side<IO> {
     }
 
     /// The mask of a frame the proxy writes to this side: a fresh one towards a server.
-    pub(super) fn mask(&self) -> Option<[u8; 4]> {
+    pub(in crate::proxy) fn mask(&self) -> Option<[u8; 4]> {
         (self.sender == Sender::Server).then(fresh_mask)
     }
 
-    pub(super) fn queue(&mut self, bytes: Bytes) {
+    pub(in crate::proxy) fn queue(&mut self, bytes: Bytes) {
         if self.state != State::Gone && !bytes.is_empty() {
             self.out_len += bytes.len();
             self.out.push_back(bytes);
@@ -118,7 +118,7 @@ impl<IO: RelayIo> Side<IO> {
     }
 
     /// Queues the proxy's own close frame, unless the side already has one.
-    pub(super) fn queue_close(&mut self, code: u16, reason: &str) {
+    pub(in crate::proxy) fn queue_close(&mut self, code: u16, reason: &str) {
         if !self.close_sent {
             self.close_sent = true;
             let frame = close_frame(code, reason, self.mask());
@@ -127,7 +127,7 @@ impl<IO: RelayIo> Side<IO> {
     }
 
     /// Neither read nor written again: its connection is closed now.
-    pub(super) fn gone(&mut self) {
+    pub(in crate::proxy) fn gone(&mut self) {
         self.state = State::Gone;
         self.io = None;
         self.out.clear();
@@ -136,12 +136,12 @@ impl<IO: RelayIo> Side<IO> {
         self.stalled_since = None;
     }
 
-    pub(super) fn can_take_data(&self) -> bool {
+    pub(in crate::proxy) fn can_take_data(&self) -> bool {
         self.state != State::Gone && !self.close_sent
     }
 
     /// Writes what is queued until the socket would block; true when anything was written.
-    pub(super) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+    pub(in crate::proxy) fn poll_write_out(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut progress = false;
         let Some(io) = self.io.as_mut() else {
             return Ok(false);
@@ -186,7 +186,10 @@ impl<IO: RelayIo> Side<IO> {
 
     /// Reads once into the read buffer: `Some(0)` at the end of the stream, `None` when the
     /// socket would block.
-    pub(super) fn poll_read_some(&mut self, cx: &mut Context<'_>) -> io::Result<Option<usize>> {
+    pub(in crate::proxy) fn poll_read_some(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> io::Result<Option<usize>> {
         let Some(io) = self.io.as_mut() else {
             return Ok(Some(0));
         };
@@ -222,7 +225,7 @@ impl<IO: RelayIo> Side<IO> {
     /// Shuts the side's connection down once nothing more will pass either way: it has ended,
     /// or both close frames have crossed, and what was queued for it is written. True when it
     /// did.
-    pub(super) fn poll_finish(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(in crate::proxy) fn poll_finish(&mut self, cx: &mut Context<'_>) -> bool {
         let complete = match self.state {
             State::Done => true,
             State::Closing => self.close_sent,
@@ -268,7 +271,7 @@ impl<IO: RelayIo> Side<IO> {
 
 /// Writes a side's queue and keeps its stall mark: set while the queue is full and the side
 /// takes nothing, cleared by any progress.
-pub(super) fn write_side<IO: RelayIo>(
+pub(in crate::proxy) fn write_side<IO: RelayIo>(
     side: &mut Side<IO>,
     cx: &mut Context<'_>,
     limit: usize,
@@ -286,7 +289,7 @@ pub(super) fn write_side<IO: RelayIo>(
 }
 
 /// Runs a side's keepalive; true when the side is dead.
-pub(super) fn keepalive<IO: RelayIo>(side: &mut Side<IO>) -> bool {
+pub(in crate::proxy) fn keepalive<IO: RelayIo>(side: &mut Side<IO>) -> bool {
     if side.state != State::Open {
         return false;
     }
@@ -303,7 +306,7 @@ pub(super) fn keepalive<IO: RelayIo>(side: &mut Side<IO>) -> bool {
 
 /// A masking key for a frame the proxy sends to an origin (RFC 6455 section 5.3: fresh and
 /// unpredictable for each frame).
-fn fresh_mask() -> [u8; 4] {
+pub(in crate::proxy) fn fresh_mask() -> [u8; 4] {
     let mut mask = [0u8; 4];
     if getrandom::fill(&mut mask).is_err() {
         // The system's source failing is no reason to drop a connection; masking here only

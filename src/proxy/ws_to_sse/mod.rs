@@ -1,6 +1,10 @@
 //! WebSocket origin -> SSE client (SPEC 4.1): the proxy opens the upstream WebSocket for each
 //! SSE client, sends the `on_connect` messages, and turns every message into one event. The
 //! stream starts with a `bridge` event naming the back channel.
+//!
+//! One task per stream owns the upstream socket ([`link`]): it reads frames, writes the events
+//! of each read to the client's bounded channel as one chunk, and writes pongs, pings,
+//! back-channel messages and the close frame itself.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -8,26 +12,31 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use futures_util::{FutureExt, StreamExt};
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
-use super::backchannel::{send_path, SessionGuard};
+use super::backchannel::{send_path, BackMessage, SessionGuard};
 use super::events::{self, EventSender, StreamOptions};
 use super::headers::{self, LAST_EVENT_ID};
+use super::relay::side::fresh_mask as mask;
+use super::relay::CLOSE_GRACE;
 use super::sse::Heartbeat;
 use super::stream::StreamLog;
-use super::translate::{self, Translated};
-use super::websocket::{self, close_message, Keepalive};
-use super::ws::{handshake_headers, ping};
+use super::translate;
+use super::ws::handshake_headers;
 use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
-use crate::config::BinaryMode;
 use crate::metrics::StreamKind;
-use crate::upstream::{self, UpstreamWs};
+use crate::upstream;
 use crate::wake::SideWake;
+use crate::ws::close;
+use crate::ws::frame::OP_TEXT;
+use crate::ws::message_frame;
+
+mod link;
+
+use link::{Link, Read, Stop};
 
 /// Messages waiting for the upstream from the back channel.
 const BACK_CHANNEL_DEPTH: usize = 64;
@@ -48,29 +57,40 @@ pub async fn serve(
     if let Some(id) = &target.last_event_id {
         upstream_headers.insert(LAST_EVENT_ID, id.clone());
     }
-    let connected = upstream::connect_ws(
+    let connected = upstream::connect_ws_raw(
         &target.uri,
-        upstream_headers,
+        &upstream_headers,
         route.tls.clone(),
         settings.connect_timeout,
-        websocket::ws_config(settings),
     )
     .await;
-    let (mut upstream, _) = match connected {
+    let (mut upstream, upstream_read, _) = match connected {
         Ok(c) => c,
         Err(err) => return upstream_failed(&route, err),
     };
+    let mut subscribe = BytesMut::new();
     for template in &settings.on_connect {
         let message = translate::fill_template(
             template,
             |name| query_value(&req, name),
             |name| header_value(&req, name),
         );
-        if let Err(err) = futures_util::SinkExt::send(&mut upstream, Message::text(message)).await {
-            let err = upstream::UpstreamError::Handshake(format!("sending on_connect: {err}"));
+        subscribe.extend_from_slice(&message_frame(OP_TEXT, message.as_bytes(), Some(mask())));
+    }
+    if !subscribe.is_empty() {
+        let sent = tokio::time::timeout(settings.connect_timeout, upstream.write_all(&subscribe));
+        let err = match sent.await {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(upstream::UpstreamError::Handshake(format!(
+                "sending on_connect: {err}"
+            ))),
+            Err(_) => Some(upstream::UpstreamError::Timeout),
+        };
+        if let Some(err) = err {
             return upstream_failed(&route, err);
         }
     }
+    let link = Link::new(upstream, upstream_read, settings);
     let (back_tx, back_rx) = mpsc::channel(BACK_CHANNEL_DEPTH);
     let session = match proxy.sessions.open(route.name.clone(), back_tx) {
         Ok(s) => s,
@@ -109,7 +129,7 @@ pub async fn serve(
             &task_proxy,
             &task_route,
             &conn,
-            upstream,
+            link,
             sender,
             back_rx,
             session,
@@ -140,99 +160,79 @@ fn header_value<B>(req: &Request<B>, name: &str) -> Option<String> {
 }
 
 /// Reads the upstream WebSocket into the client's event channel and writes back-channel
-/// messages upstream, until one side ends.
+/// messages upstream, until one side ends; then finishes the upstream's close.
 async fn pump(
     proxy: &Proxy,
     route: &RouteState,
     conn: &ConnInfo,
-    upstream: UpstreamWs,
+    mut link: Link,
     events: EventSender,
-    mut back: mpsc::Receiver<Message>,
+    mut back: mpsc::Receiver<BackMessage>,
     session: SessionGuard,
 ) {
-    let settings = &route.route.settings;
-    let (upstream_sink, mut upstream_stream) = upstream.split();
-    let (to_upstream, writer) =
-        websocket::spawn_writer(upstream_sink, settings.max_message * 2, &proxy.tasks);
-    let mut alive = Keepalive::new(settings.ws_ping);
+    let metrics = &route.metrics;
     let mut scratch = BytesMut::new();
-    // The drain, the client going away and the keepalive timer are polled only when they wake
-    // (see `wake`), not for every message.
+    // The drain, the client going away and the timer are polled only when they wake (see
+    // `wake`), not for every read.
     let ending: Ending = {
         let drain = pin!(proxy.drain.cancelled());
         let closed = pin!(events.closed());
-        let timer = pin!(tokio::time::sleep_until(alive.deadline()));
+        let timer_at = link.deadline();
+        let timer = pin!(tokio::time::sleep_until(timer_at));
         let mut watch = Watch {
             side: SideWake::default(),
             drain,
             closed,
             timer,
+            timer_at,
         };
         loop {
-            tokio::select! {
-                biased;
-                woke = std::future::poll_fn(|cx| watch.poll(cx)) => match woke {
-                    Woke::Drain => {
-                        let _ = to_upstream.push(close_message(CloseCode::Away, "proxy shutting down"));
-                        break Ending::Clean;
-                    }
-                    Woke::ClientGone => {
-                        let (code, reason) = if proxy.drain.is_cancelled() {
-                            (CloseCode::Away, "proxy shutting down")
-                        } else {
-                            (CloseCode::Normal, "client gone")
-                        };
-                        let _ = to_upstream.push(close_message(code, reason));
-                        break Ending::Clean;
-                    }
-                    Woke::Timer => {
-                        if ping(&mut alive, &to_upstream) {
-                            to_upstream.abort();
-                            tracing::warn!(route = %route.name, "upstream stopped answering pings");
-                            break Ending::Failed;
-                        }
-                        // Set again from the last time the upstream was heard (a message since
-                        // then moved the deadline on).
-                        watch.rearm(alive.deadline());
-                    }
-                },
-                Some(message) = back.recv() => {
-                    if to_upstream.send(message).await.is_err() {
-                        tracing::warn!(route = %route.name, "upstream not taking back-channel messages; closing");
+            let step = std::future::poll_fn(|cx| {
+                if let Poll::Ready(woke) = watch.poll(cx) {
+                    return Poll::Ready(Step::Woke(woke));
+                }
+                let read = link.poll_read(cx, &mut back, &mut scratch, metrics);
+                // A back channel that just filled up is looked at again within its grace.
+                watch.arm(link.deadline());
+                read.map(Step::Read)
+            })
+            .await;
+            let read = match step {
+                Step::Woke(Woke::Drain) => {
+                    link.close(Some(close::AWAY), "proxy shutting down");
+                    break Ending::Clean;
+                }
+                Step::Woke(Woke::ClientGone) => {
+                    let (code, reason) = if proxy.drain.is_cancelled() {
+                        (close::AWAY, "proxy shutting down")
+                    } else {
+                        (close::NORMAL, "client gone")
+                    };
+                    link.close(Some(code), reason);
+                    break Ending::Clean;
+                }
+                Step::Woke(Woke::Timer) => {
+                    if let Err(why) = link.on_timer() {
+                        tracing::warn!(route = %route.name, "{why}; closing");
+                        link.abort();
                         break Ending::Failed;
                     }
+                    watch.rearm(link.deadline());
+                    continue;
                 }
-                msg = upstream_stream.next() => {
-                    alive.seen();
-                    // This message, and those that came with it and are ready now: one chunk
-                    // for the client, none of them waiting for another.
-                    let mut batch = Batch::default();
-                    let mut step = batch.add(msg, settings, route, &mut scratch);
-                    while step.is_none() && scratch.len() < MAX_BATCH {
-                        let Some(msg) = upstream_stream.next().now_or_never() else {
-                            break;
-                        };
-                        step = batch.add(msg, settings, route, &mut scratch);
-                    }
-                    if batch.events > 0 {
-                        let chunk = scratch.split().freeze();
-                        if events.send(chunk, batch.events).await.is_err() {
-                            tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
-                            conn.kill.cancel();
-                            let _ = to_upstream.push(close_message(CloseCode::Normal, "client too slow"));
-                            break Ending::Slow;
-                        }
-                    }
-                    match step {
-                        None => {}
-                        Some(Stop::Binary) => {
-                            let _ = to_upstream.push(close_message(CloseCode::Unsupported, "binary messages not accepted"));
-                            break Ending::Clean;
-                        }
-                        Some(Stop::Closed) => break Ending::Clean,
-                        Some(Stop::Failed) => break Ending::Failed,
-                    }
+                Step::Read(read) => read,
+            };
+            if read.events > 0 {
+                let chunk = scratch.split().freeze();
+                if events.send(chunk, read.events).await.is_err() {
+                    tracing::warn!(route = %route.name, peer = %conn.peer, "SSE client too slow; cutting it off");
+                    conn.kill.cancel();
+                    link.close(Some(close::NORMAL), "client too slow");
+                    break Ending::Slow;
                 }
+            }
+            if let Some(stop) = read.stop {
+                break stopped(&mut link, stop, route);
             }
         }
     };
@@ -242,74 +242,50 @@ async fn pump(
         Ending::Failed => events.fail(),
         Ending::Slow => drop(events),
     }
-    drop(to_upstream);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    let finish = std::future::poll_fn(|cx| link.poll_finish(cx));
+    let _ = tokio::time::timeout(CLOSE_GRACE, finish).await;
 }
 
-/// The most translated bytes one chunk for the client gathers.
-const MAX_BATCH: usize = 64 * 1024;
-
-/// Why the messages of a batch stop the stream.
-enum Stop {
-    /// A binary message with `binary: close`.
-    Binary,
-    Closed,
-    Failed,
-}
-
-/// The events translated from the messages of one read.
-#[derive(Default)]
-struct Batch {
-    events: u64,
-}
-
-impl Batch {
-    /// Translates one message (or the end of the stream) into `out`; `Some` when the stream
-    /// stops with it.
-    fn add(
-        &mut self,
-        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-        settings: &crate::config::RouteSettings,
-        route: &RouteState,
-        out: &mut BytesMut,
-    ) -> Option<Stop> {
-        match msg {
-            Some(Ok(Message::Text(text))) => {
-                if translate::message_to_event(out, &text, settings.format) == Translated::SentRaw {
-                    route.metrics.translation_error();
-                }
-                self.events += 1;
-                None
-            }
-            Some(Ok(Message::Binary(data))) => match settings.binary {
-                BinaryMode::Base64 => {
-                    use base64::Engine as _;
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
-                    translate::raw_event(out, Some("binary"), &encoded);
-                    self.events += 1;
-                    None
-                }
-                BinaryMode::Drop => None,
-                BinaryMode::Close => Some(Stop::Binary),
-            },
-            Some(Ok(Message::Close(_))) => Some(Stop::Closed),
-            Some(Ok(_)) => None,
-            Some(Err(err)) => {
-                tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
-                route
-                    .metrics
-                    .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                Some(Stop::Failed)
-            }
-            None => {
-                tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
-                route
-                    .metrics
-                    .upstream_error(crate::metrics::UpstreamErrorKind::Protocol);
-                Some(Stop::Failed)
-            }
+/// How the stream ends when the upstream stopped it; queues the close frame the origin gets.
+fn stopped(link: &mut Link, stop: Stop, route: &RouteState) -> Ending {
+    let protocol_error = || {
+        route
+            .metrics
+            .upstream_error(crate::metrics::UpstreamErrorKind::Protocol)
+    };
+    match stop {
+        // RFC 6455 section 5.5.1: the close is answered, echoing its code.
+        Stop::Closed(code) => {
+            link.close(code, "");
+            Ending::Clean
+        }
+        Stop::Binary => {
+            link.close(Some(close::UNSUPPORTED), "binary messages not accepted");
+            Ending::Clean
+        }
+        Stop::Dropped => {
+            tracing::warn!(route = %route.name, "upstream WebSocket dropped without a close frame");
+            protocol_error();
+            Ending::Failed
+        }
+        Stop::WriteFailed(err) => {
+            tracing::warn!(route = %route.name, error = %err, "writing to the upstream WebSocket failed");
+            link.abort();
+            Ending::Failed
+        }
+        Stop::Fault(err) => {
+            tracing::warn!(route = %route.name, error = %err, "upstream WebSocket failed");
+            protocol_error();
+            link.close(Some(err.close_code()), "");
+            Ending::Failed
         }
     }
+}
+
+/// What woke the bridge's task.
+enum Step {
+    Woke(Woke),
+    Read(Read),
 }
 
 /// What the bridge waits on besides messages, polled only when one of them woke.
@@ -318,6 +294,7 @@ struct Watch<'a, D, C> {
     drain: Pin<&'a mut D>,
     closed: Pin<&'a mut C>,
     timer: Pin<&'a mut tokio::time::Sleep>,
+    timer_at: tokio::time::Instant,
 }
 
 impl<D: Future, C: Future> Watch<'_, D, C> {
@@ -340,8 +317,17 @@ impl<D: Future, C: Future> Watch<'_, D, C> {
         Poll::Pending
     }
 
-    /// Sets the keepalive timer again after it fired.
+    /// Moves the timer earlier when `deadline` is (a keepalive seen since it was set fires
+    /// early and finds nothing to do; it is then set again).
+    fn arm(&mut self, deadline: tokio::time::Instant) {
+        if deadline < self.timer_at {
+            self.rearm(deadline);
+        }
+    }
+
+    /// Sets the timer again after it fired.
     fn rearm(&mut self, deadline: tokio::time::Instant) {
+        self.timer_at = deadline;
         self.timer.as_mut().reset(deadline);
         // Polled again at the next turn, so that it is registered with the side waker.
         self.side.waker().wake_by_ref();
