@@ -151,16 +151,10 @@ async fn sse(spec: &Spec, shared: &Shared, latencies: &mut Vec<u64>) -> std::io:
         tally.count(n);
     };
     feed(&buf[body_start..filled], &mut tally);
-    // Flood runs read big; idle streams keep only a small buffer once established.
+    // Busy streams (a flood, a one-stream rate search) read big, as the WebSocket client does;
+    // idle and slowly paced ones keep only a small buffer once established.
     if !spec.latency {
-        buf = vec![
-            0u8;
-            if spec.path.contains("mode=flood") {
-                64 * 1024
-            } else {
-                256
-            }
-        ];
+        buf = vec![0u8; if busy(&spec.path) { 64 * 1024 } else { 256 }];
     }
     loop {
         tokio::select! {
@@ -174,6 +168,15 @@ async fn sse(spec: &Spec, shared: &Shared, latencies: &mut Vec<u64>) -> std::io:
             }
         }
     }
+}
+
+/// Whether a stream's query asks for a flood or for more than 1000 events per second.
+fn busy(path: &str) -> bool {
+    let rate = path
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("rate="))
+        .and_then(|r| r.parse::<f64>().ok());
+    path.contains("mode=flood") || rate.is_some_and(|r| r > 1000.0)
 }
 
 /// Reads the response head; returns (body start, bytes in `buf`, chunked?).
