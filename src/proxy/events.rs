@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Overflow};
-use super::sse::{drain_retry, DrainWatch, Heartbeat};
+use super::sse::drain_retry;
 use super::stream::{StreamLog, StreamState};
+use super::watch::{Heartbeat, StreamWatch};
 use super::websocket::{queue_slots, QUEUED_OVERHEAD};
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::encoder;
@@ -87,8 +88,7 @@ pin_project_lite::pin_project! {
         // events already handed to it before the abort discards its buffer.
         abort_armed: bool,
         prefix: Option<Bytes>,
-        heartbeat: Option<Heartbeat>,
-        drain: DrainWatch,
+        watch: StreamWatch,
         retry: Option<Duration>,
         log: StreamLog,
     }
@@ -128,8 +128,7 @@ pub fn channel(
         end,
         abort_armed: false,
         prefix: Some(prefix.freeze()),
-        heartbeat: options.heartbeat,
-        drain: DrainWatch::new(drain),
+        watch: StreamWatch::new(drain, options.heartbeat),
         retry: options.retry,
         log,
     };
@@ -146,15 +145,14 @@ impl Body for EventStreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         if let Some(prefix) = this.prefix.take() {
-            if let Some(h) = this.heartbeat.as_mut() {
-                h.wrote();
-            }
+            this.watch.wrote();
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         if this.log.is_closed() {
             return Poll::Ready(None);
         }
-        if this.log.state() == StreamState::Open && this.drain.poll_began(cx) {
+        let draining = this.watch.poll(cx);
+        if this.log.state() == StreamState::Open && draining {
             // Every queued item is a whole event, so any point is a boundary.
             this.log.close(CloseReason::Shutdown);
             let mut out = BytesMut::new();
@@ -166,9 +164,7 @@ impl Body for EventStreamBody {
                 this.budget.release(bytes.len() + QUEUED_OVERHEAD);
                 this.log
                     .forwarded(Direction::Down, events, bytes.len() as u64);
-                if let Some(h) = this.heartbeat.as_mut() {
-                    h.wrote();
-                }
+                this.watch.wrote();
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
             Poll::Ready(None) => {
@@ -195,15 +191,12 @@ impl Body for EventStreamBody {
             }
             Poll::Pending => {}
         }
-        let Some(heartbeat) = this.heartbeat.as_mut() else {
+        let Some(padding) = this.watch.heartbeat_due() else {
             return Poll::Pending;
         };
-        if heartbeat.poll_due(cx).is_pending() {
-            return Poll::Pending;
-        }
         let mut out = BytesMut::new();
-        encoder::heartbeat(&mut out, heartbeat.padding());
-        heartbeat.wrote();
+        encoder::heartbeat(&mut out, padding);
+        this.watch.heartbeat_written();
         this.log.metrics().heartbeat();
         Poll::Ready(Some(Ok(Frame::data(out.freeze()))))
     }

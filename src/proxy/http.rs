@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
-use super::sse::{Heartbeat, SsePassthrough};
+use super::sse::SsePassthrough;
 use super::stream::StreamLog;
+use super::watch::Heartbeat;
 use super::{error_response, ConnInfo, Proxy, ProxyBody, RouteState};
 use crate::metrics::{LimitKind, StreamKind};
 use crate::upstream::{self, BoxError, OriginBody, UpstreamError};

@@ -16,6 +16,7 @@ pub mod sse;
 pub mod sse_to_ws;
 pub mod stream;
 pub mod translate;
+pub mod watch;
 pub mod websocket;
 pub mod ws;
 pub mod ws_to_sse;

@@ -6,97 +6,20 @@
 //! read from the upstream until hyper asks for more, so a slow client holds back its own
 //! upstream and nobody else's.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use super::stream::{StreamLog, StreamState};
+use super::watch::{Heartbeat, StreamWatch};
 use crate::metrics::{CloseReason, Direction};
 use crate::sse::boundary::{BomFilter, BoundaryTracker};
 use crate::sse::encoder;
 use crate::upstream::{BoxError, OriginBody};
-use crate::wake::SideWake;
-
-/// Heartbeat settings and timer of one stream.
-pub struct Heartbeat {
-    every: Duration,
-    padding: usize,
-    timer: Pin<Box<Sleep>>,
-    last_write: Instant,
-}
-
-impl Heartbeat {
-    pub fn new(every: Duration, padding: usize) -> Self {
-        let now = Instant::now();
-        Heartbeat {
-            every,
-            padding,
-            timer: Box::pin(tokio::time::sleep_until(now + every)),
-            last_write: now,
-        }
-    }
-
-    pub fn padding(&self) -> usize {
-        self.padding
-    }
-
-    pub fn wrote(&mut self) {
-        self.last_write = Instant::now();
-    }
-
-    /// Ready when nothing has been written for `every`. The timer is only moved when it fires,
-    /// so a busy stream costs one clock read per chunk, not a timer update.
-    pub fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = self.last_write + self.every;
-            if Instant::now() >= due {
-                return Poll::Ready(());
-            }
-            self.timer.as_mut().reset(due);
-        }
-    }
-
-    /// Waits another interval (used when the heartbeat is due inside an event).
-    fn postpone(&mut self, cx: &mut Context<'_>) {
-        self.timer.as_mut().reset(Instant::now() + self.every);
-        let _ = self.timer.as_mut().poll(cx);
-    }
-}
-
-/// The shutdown's drain as a stream body sees it. Its future takes a lock when polled, so it
-/// is polled only after it woke, not for every event (see `wake`).
-pub struct DrainWatch {
-    wait: Pin<Box<WaitForCancellationFutureOwned>>,
-    side: SideWake,
-}
-
-impl DrainWatch {
-    pub fn new(drain: CancellationToken) -> Self {
-        DrainWatch {
-            wait: Box::pin(drain.cancelled_owned()),
-            side: SideWake::default(),
-        }
-    }
-
-    /// True once, on the poll after the drain began; meanwhile the task behind `cx` is the one
-    /// it wakes.
-    pub fn poll_began(&mut self, cx: &Context<'_>) -> bool {
-        if !self.side.due(cx) {
-            return false;
-        }
-        let mut side_cx = Context::from_waker(self.side.waker());
-        self.wait.as_mut().poll(&mut side_cx).is_ready()
-    }
-}
 
 /// The `retry:` value sent when draining: the route's retry (or 3 s) plus up to as much again
 /// (at least 5 s) of jitter, so that reconnects spread out instead of arriving as one storm.
@@ -122,8 +45,7 @@ pin_project_lite::pin_project! {
         // Whether the proxy wrote anything (retry, heartbeat) before the upstream's first byte.
         wrote_first: bool,
         prefix: Option<Bytes>,
-        heartbeat: Option<Heartbeat>,
-        drain: DrainWatch,
+        watch: StreamWatch,
         retry: Option<Duration>,
         // An upstream failure, reported to hyper one turn after it happened.
         failure: Option<BoxError>,
@@ -150,8 +72,7 @@ impl SsePassthrough {
             bom: Some(BomFilter::new()),
             wrote_first: false,
             prefix,
-            heartbeat,
-            drain: DrainWatch::new(drain),
+            watch: StreamWatch::new(drain, heartbeat),
             retry,
             failure: None,
             log,
@@ -169,7 +90,7 @@ impl Body for SsePassthrough {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         if let Some(prefix) = this.prefix.take() {
-            wrote(this.heartbeat);
+            this.watch.wrote();
             *this.wrote_first = true;
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
@@ -185,7 +106,8 @@ impl Body for SsePassthrough {
             if this.log.is_closed() {
                 return Poll::Ready(None);
             }
-            if this.log.state() == StreamState::Open && this.drain.poll_began(cx) {
+            let draining = this.watch.poll(cx);
+            if this.log.state() == StreamState::Open && draining {
                 this.log.drain();
             }
             if this.log.state() == StreamState::Draining && this.tracker.at_boundary() {
@@ -206,7 +128,7 @@ impl Body for SsePassthrough {
                     let events = this.tracker.feed(&data) as u64;
                     this.log
                         .forwarded(Direction::Down, events, data.len() as u64);
-                    wrote(this.heartbeat);
+                    this.watch.wrote();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Poll::Ready(Some(Err(err))) => {
@@ -221,18 +143,16 @@ impl Body for SsePassthrough {
                 }
                 Poll::Pending => {}
             }
-            if let Some(heartbeat) = this.heartbeat.as_mut() {
-                if heartbeat.poll_due(cx).is_ready() {
-                    if this.tracker.at_boundary() {
-                        let mut out = BytesMut::with_capacity(heartbeat.padding.max(3));
-                        encoder::heartbeat(&mut out, heartbeat.padding);
-                        heartbeat.wrote();
-                        this.log.metrics().heartbeat();
-                        *this.wrote_first = true;
-                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
-                    }
-                    heartbeat.postpone(cx);
+            if let Some(padding) = this.watch.heartbeat_due() {
+                if this.tracker.at_boundary() {
+                    let mut out = BytesMut::with_capacity(padding.max(3));
+                    encoder::heartbeat(&mut out, padding);
+                    this.watch.heartbeat_written();
+                    this.log.metrics().heartbeat();
+                    *this.wrote_first = true;
+                    return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
                 }
+                this.watch.heartbeat_postponed();
             }
             return Poll::Pending;
         }
@@ -244,12 +164,6 @@ impl Body for SsePassthrough {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
-    }
-}
-
-fn wrote(heartbeat: &mut Option<Heartbeat>) {
-    if let Some(h) = heartbeat.as_mut() {
-        h.wrote();
     }
 }
 
