@@ -713,3 +713,42 @@ async fn on_connect_and_back_channel_messages_reach_the_origin_as_masked_frames(
     assert_eq!(raw.read_head().await.0, 204);
     assert_eq!(read_client_frame(&mut origin).await, (0x82, body));
 }
+
+#[tokio::test]
+async fn an_origin_that_takes_no_back_channel_messages_is_dropped_and_the_stream_aborted() {
+    // The origin never reads, and its receive buffer is small: the proxy's queue towards it
+    // (two messages of max_message) fills once the sockets' buffers have.
+    let (url, origin) = raw_origin_with(switching, Vec::new(), Some(4096)).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n    heartbeat: 0\n    max_message: 64KiB\n"
+    )))
+    .await;
+    let (mut client, _, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
+    let _origin = within("the origin's handshake", origin).await.unwrap();
+    let (_, send) = client.bridge("bridge").await;
+    let addr = proxy.addr();
+    let posts = tokio::spawn(async move {
+        let body = vec![b'x'; 60_000];
+        for _ in 0..64 {
+            let (status, _) = http_request(
+                addr,
+                "POST",
+                &send,
+                &[("Content-Type", "text/plain")],
+                &body,
+            )
+            .await;
+            if status != 204 {
+                // 503 while the proxy's back channel is full, 404 once the stream is gone.
+                assert!(status == 503 || status == 404, "POST answered {status}");
+                return;
+            }
+        }
+    });
+    client.raw.read_to_close().await;
+    assert!(
+        !client.raw.complete,
+        "an upstream that stopped taking messages fails the stream (no last chunk)"
+    );
+    within("the POSTs", posts).await.unwrap();
+}

@@ -1356,8 +1356,23 @@ pub async fn raw_origin(
     answer: fn(&str) -> String,
     after: Vec<u8>,
 ) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    raw_origin_with(answer, after, None).await
+}
+
+/// [`raw_origin`] whose socket has a receive buffer of `recv_buffer` bytes (set before it
+/// listens, so the accepted socket has it from the handshake on).
+pub async fn raw_origin_with(
+    answer: fn(&str) -> String,
+    after: Vec<u8>,
+    recv_buffer: Option<u32>,
+) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
     let url = format!("ws://{}/chat", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.expect("accept");
