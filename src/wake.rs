@@ -81,16 +81,16 @@ impl SideWake {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::future::Future;
     use std::pin::pin;
     use std::sync::atomic::AtomicUsize;
     use std::task::Poll;
 
-    /// A task waker that counts its wake-ups.
+    /// A task waker that counts its wake-ups (for the tests of the side futures' users too).
     #[derive(Default)]
-    struct Counting(AtomicUsize);
+    pub(crate) struct Counting(pub(crate) AtomicUsize);
 
     impl Wake for Counting {
         fn wake(self: Arc<Self>) {

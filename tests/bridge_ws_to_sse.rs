@@ -655,10 +655,8 @@ async fn a_message_over_max_message_closes_the_origin_with_1009() {
 
 #[tokio::test]
 async fn the_origins_close_is_answered_with_its_code_and_the_origin_closes_its_connection_first() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let (_proxy, mut client, mut origin) = open_raw(Vec::new(), "").await;
-    let origin_port = origin.local_addr().unwrap().port();
-    let proxy_port = origin.peer_addr().unwrap().port();
     origin
         .write_all(&server_frame(0x88, &4000u16.to_be_bytes()))
         .await
@@ -670,20 +668,7 @@ async fn the_origins_close_is_answered_with_its_code_and_the_origin_closes_its_c
         client.raw.complete,
         "an upstream close ends the response cleanly"
     );
-    // The proxy still holds the connection: the origin, as the server, closes first
-    // (RFC 6455 section 7.1.1), so the TIME_WAIT is the origin's.
-    origin.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    within(
-        "the proxy to close after the origin",
-        origin.read_to_end(&mut rest),
-    )
-    .await
-    .unwrap();
-    drop(origin);
-    let waits = time_waits();
-    assert!(!waits.contains(&(proxy_port, origin_port)));
-    assert!(waits.contains(&(origin_port, proxy_port)));
+    assert_the_origin_closes_first(origin).await;
 }
 
 #[tokio::test]

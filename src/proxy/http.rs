@@ -16,8 +16,6 @@ use hyper::body::Incoming;
 
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
 use super::sse::SsePassthrough;
-use super::stream::StreamLog;
-use super::watch::Heartbeat;
 use super::{error_response, ConnInfo, Proxy, ProxyBody, RouteState};
 use crate::metrics::{LimitKind, StreamKind};
 use crate::upstream::{self, BoxError, OriginBody, UpstreamError};
@@ -236,24 +234,12 @@ fn respond(
     let is_stream = parts.status == StatusCode::OK && headers::is_event_stream(&parts.headers);
     let body = if is_stream {
         headers::repair_event_stream(&mut parts.headers);
-        let log = StreamLog::open(
-            route.name.clone(),
-            StreamKind::Sse,
-            route.metrics.clone(),
-            conn.cut.clone(),
-        );
-        let heartbeat = settings
-            .heartbeat
-            .map(|every| Heartbeat::new(every, settings.heartbeat_padding));
+        let log = route.stream_log(StreamKind::Sse, conn);
+        let heartbeat = route.heartbeat();
         let drain = proxy.drain.clone();
         SsePassthrough::new(body, settings.retry, heartbeat, drain, log).boxed_unsync()
     } else {
-        let log = StreamLog::open(
-            route.name.clone(),
-            StreamKind::Http,
-            route.metrics.clone(),
-            conn.cut.clone(),
-        );
+        let log = route.stream_log(StreamKind::Http, conn);
         super::body::Logged::new(body, log).boxed_unsync()
     };
     Response::from_parts(parts, body)

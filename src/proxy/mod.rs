@@ -69,6 +69,39 @@ impl RouteState {
             route,
         })
     }
+
+    /// Opens the log (and the metrics) of one stream of this route on `conn`.
+    pub fn stream_log(
+        &self,
+        kind: crate::metrics::StreamKind,
+        conn: &ConnInfo,
+    ) -> stream::StreamLog {
+        stream::StreamLog::open(
+            self.name.clone(),
+            kind,
+            self.metrics.clone(),
+            conn.cut.clone(),
+        )
+    }
+
+    /// Opens the route's upstream WebSocket at `uri`: the socket, what the origin sent after
+    /// its `101`, and the `101`'s headers (see [`upstream::connect_ws_raw`]).
+    pub async fn connect_ws(
+        &self,
+        uri: &::http::Uri,
+        headers: &::http::HeaderMap,
+    ) -> Result<(upstream::UpstreamStream, bytes::BytesMut, ::http::HeaderMap), UpstreamError> {
+        let timeout = self.route.settings.connect_timeout;
+        upstream::connect_ws_raw(uri, headers, self.tls.clone(), timeout).await
+    }
+
+    /// The route's heartbeat, if it has one.
+    pub fn heartbeat(&self) -> Option<watch::Heartbeat> {
+        let settings = &self.route.settings;
+        settings
+            .heartbeat
+            .map(|every| watch::Heartbeat::new(every, settings.heartbeat_padding))
+    }
 }
 
 /// The part of the configuration that a reload swaps whole.

@@ -73,12 +73,7 @@ pub async fn serve(
     }
     let credentials = credentials(req.headers());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let log = StreamLog::open(
-        route.name.clone(),
-        StreamKind::SseToWs,
-        route.metrics.clone(),
-        conn.cut.clone(),
-    );
+    let log = route.stream_log(StreamKind::SseToWs, &conn);
     let task_proxy = proxy.clone();
     proxy.tasks.spawn(async move {
         if let Some(client) = upgrade(on_upgrade, &route).await {

@@ -140,18 +140,10 @@ impl StreamWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::wake::tests::Counting;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    use std::task::{Wake, Waker};
-
-    #[derive(Default)]
-    struct Counting(AtomicUsize);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use std::task::Waker;
 
     #[tokio::test(start_paused = true)]
     async fn the_heartbeat_is_due_after_an_interval_without_writes_and_wakes_the_task() {

@@ -17,12 +17,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
 use super::relay::{Relay, RelaySettings};
-use super::stream::StreamLog;
 use super::websocket::{self, Keepalive, KeepaliveAction, Outbox};
 use super::{empty_body, error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
 use crate::io::ClientIo;
 use crate::metrics::StreamKind;
-use crate::upstream;
 
 /// The client's side of an upgraded connection.
 pub type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -52,13 +50,7 @@ pub async fn serve(
         upstream_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
     }
     let settings = &route.route.settings;
-    let connected = upstream::connect_ws_raw(
-        &target.uri,
-        &upstream_headers,
-        route.tls.clone(),
-        settings.connect_timeout,
-    )
-    .await;
+    let connected = route.connect_ws(&target.uri, &upstream_headers).await;
     let (upstream, upstream_read, upstream_response) = match connected {
         Ok(c) => c,
         Err(err) => return upstream_failed(&route, err),
@@ -69,12 +61,7 @@ pub async fn serve(
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let log = StreamLog::open(
-        route.name.clone(),
-        StreamKind::Ws,
-        route.metrics.clone(),
-        conn.cut.clone(),
-    );
+    let log = route.stream_log(StreamKind::Ws, &conn);
     let relay_settings = RelaySettings {
         limit: settings.client_buffer,
         max_message: settings.max_message,

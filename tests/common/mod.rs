@@ -1421,6 +1421,34 @@ pub fn time_waits() -> Vec<(u16, u16)> {
         .collect()
 }
 
+/// Checks that after a close handshake the proxy leaves the origin, as the server, to close
+/// the TCP connection first (RFC 6455 section 7.1.1): the proxy still holds it open when the
+/// origin shuts down, then closes too, so the TIME_WAIT is the origin's and not one of the
+/// proxy's ports towards it.
+pub async fn assert_the_origin_closes_first(mut origin: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin_port = origin.local_addr().unwrap().port();
+    let proxy_port = origin.peer_addr().unwrap().port();
+    origin.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the proxy to close after the origin",
+        origin.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    drop(origin);
+    let waits = time_waits();
+    assert!(
+        !waits.contains(&(proxy_port, origin_port)),
+        "the proxy's port {proxy_port} towards the origin is in TIME_WAIT"
+    );
+    assert!(
+        waits.contains(&(origin_port, proxy_port)),
+        "the origin's end of the connection is in TIME_WAIT"
+    );
+}
+
 /// Reads one frame the proxy wrote to an origin: it must be masked (the proxy is the client).
 /// Returns the first byte (FIN and opcode) and the unmasked payload.
 pub async fn read_client_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {

@@ -22,9 +22,7 @@ use super::events::{self, EventSender, StreamOptions};
 use super::headers::{self, LAST_EVENT_ID};
 use super::relay::side::fresh_mask as mask;
 use super::relay::CLOSE_GRACE;
-use super::stream::StreamLog;
 use super::translate;
-use super::watch::Heartbeat;
 use super::ws::handshake_headers;
 use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
 use crate::metrics::StreamKind;
@@ -57,13 +55,7 @@ pub async fn serve(
     if let Some(id) = &target.last_event_id {
         upstream_headers.insert(LAST_EVENT_ID, id.clone());
     }
-    let connected = upstream::connect_ws_raw(
-        &target.uri,
-        &upstream_headers,
-        route.tls.clone(),
-        settings.connect_timeout,
-    )
-    .await;
+    let connected = route.connect_ws(&target.uri, &upstream_headers).await;
     let (mut upstream, upstream_read, _) = match connected {
         Ok(c) => c,
         Err(err) => return upstream_failed(&route, err),
@@ -108,17 +100,10 @@ pub async fn serve(
         Some(&settings.bridge_event),
         &bridge.to_string(),
     );
-    let log = StreamLog::open(
-        route.name.clone(),
-        StreamKind::WsToSse,
-        route.metrics.clone(),
-        conn.cut.clone(),
-    );
+    let log = route.stream_log(StreamKind::WsToSse, &conn);
     let options = StreamOptions {
         retry: settings.retry,
-        heartbeat: settings
-            .heartbeat
-            .map(|every| Heartbeat::new(every, settings.heartbeat_padding)),
+        heartbeat: route.heartbeat(),
         client_buffer: settings.client_buffer,
     };
     let (sender, body) = events::channel(options, first.freeze(), proxy.drain.clone(), log);
