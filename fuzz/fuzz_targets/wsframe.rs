@@ -1,7 +1,9 @@
 //! Fuzzes the WebSocket frame reader of the passthrough relay: no input may make it panic, a
 //! frame it accepts never claims more bytes than it was given, and a split of the input must
 //! not change which frames are accepted or whether (and how) the stream is refused. The first
-//! byte picks the sender's role and the split position.
+//! byte picks the sender's role and the split position. The reader for whole messages (the
+//! WS -> SSE bridge's, which leaves text to its caller) must keep the same properties, and
+//! agree with the relay's reader on every stream the latter accepts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,8 +11,16 @@ use ssebridge::ws::{Frame, FrameError, FrameReader, Next, Sender};
 
 /// The frames' lengths and kinds, and the error if any, feeding `chunks` as the relay does
 /// (bytes not yet a whole frame are kept and looked at again with the next chunk).
-fn read(sender: Sender, chunks: &[&[u8]]) -> (Vec<(usize, u8)>, Option<FrameError>) {
-    let mut reader = FrameReader::new(sender, 4096);
+fn read(
+    sender: Sender,
+    whole_messages: bool,
+    chunks: &[&[u8]],
+) -> (Vec<(usize, u8)>, Option<FrameError>) {
+    let mut reader = if whole_messages {
+        FrameReader::for_messages(sender, 4096)
+    } else {
+        FrameReader::new(sender, 4096)
+    };
     let mut pending = Vec::new();
     let mut frames = Vec::new();
     for chunk in chunks {
@@ -21,7 +31,7 @@ fn read(sender: Sender, chunks: &[&[u8]]) -> (Vec<(usize, u8)>, Option<FrameErro
                     let len = frame.wire_len();
                     assert!(len >= 2 && len <= pending.len());
                     let kind = match frame {
-                        Frame::Data { fin, .. } => u8::from(fin),
+                        Frame::Data { fin, text, .. } => u8::from(fin) | u8::from(text) << 4,
                         Frame::Ping { .. } => 2,
                         Frame::Pong { .. } => 3,
                         Frame::Close { .. } => 4,
@@ -51,8 +61,14 @@ fuzz_target!(|input: &[u8]| {
     };
     let at = usize::from(selector >> 1) * body.len() / 127;
     let (head, tail) = body.split_at(at);
-    let whole = read(sender, &[body]);
-    assert_eq!(read(sender, &[head, tail]), whole, "split at {at}");
     let bytes: Vec<&[u8]> = body.chunks(1).collect();
-    assert_eq!(read(sender, &bytes), whole, "byte by byte");
+    for whole_messages in [false, true] {
+        let whole = read(sender, whole_messages, &[body]);
+        assert_eq!(read(sender, whole_messages, &[head, tail]), whole, "split at {at}");
+        assert_eq!(read(sender, whole_messages, &bytes), whole, "byte by byte");
+    }
+    let relay = read(sender, false, &[body]);
+    if relay.1.is_none() {
+        assert_eq!(read(sender, true, &[body]), relay, "whole-message reader");
+    }
 });
