@@ -382,17 +382,31 @@ async fn unreachable_origin_gets_502_and_no_upgrade() {
     assert_eq!(ws_refused_status(&ws_url(&proxy, ROUTE), &[]).await, 502);
 }
 
+/// Starts the proxy in front of a hand-written origin that sends `after` with its `101`, and
+/// opens a client through it; hands back the origin's socket still to come.
+async fn relay_of_raw(
+    answer: fn(&str) -> String,
+    after: Vec<u8>,
+) -> (
+    Proxy,
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio::task::JoinHandle<tokio::net::TcpStream>,
+) {
+    let (url, origin) = raw_origin(answer, after).await;
+    let proxy = Proxy::start(&config_with_routes(&format!(
+        "  - path: {ROUTE}\n    upstream: {url}\n"
+    )))
+    .await;
+    let (client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    (proxy, client, origin)
+}
+
 #[tokio::test]
 async fn frames_the_origin_sends_together_with_its_101_reach_the_client() {
     // An unmasked text frame "welcome" right behind the head, in the same packet.
     let mut frame = vec![0x81, 7];
     frame.extend_from_slice(b"welcome");
-    let (url, _origin) = raw_origin(switching, frame).await;
-    let proxy = Proxy::start(&config_with_routes(&format!(
-        "  - path: {ROUTE}\n    upstream: {url}\n"
-    )))
-    .await;
-    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    let (_proxy, mut client, _origin) = relay_of_raw(switching, frame).await;
     assert_eq!(next_text(&mut client).await, "welcome");
 }
 
@@ -400,12 +414,7 @@ async fn frames_the_origin_sends_together_with_its_101_reach_the_client() {
 async fn a_masked_frame_from_the_origin_closes_the_client_with_1011() {
     let mut frame = vec![0x81, 0x80 | 4, 1, 2, 3, 4];
     frame.extend(b"evil".iter().zip([1u8, 2, 3, 4]).map(|(b, m)| b ^ m));
-    let (url, _origin) = raw_origin(switching, frame).await;
-    let proxy = Proxy::start(&config_with_routes(&format!(
-        "  - path: {ROUTE}\n    upstream: {url}\n"
-    )))
-    .await;
-    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    let (_proxy, mut client, _origin) = relay_of_raw(switching, frame).await;
     assert_eq!(next_close_code(&mut client).await, 1011);
 }
 
@@ -454,24 +463,14 @@ async fn a_client_ping_is_answered_by_the_proxy_and_never_reaches_the_origin() {
 
 #[tokio::test]
 async fn a_client_close_is_answered_by_the_origin_s_own_close() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (url, origin) = raw_origin(switching, Vec::new()).await;
-    let proxy = Proxy::start(&config_with_routes(&format!(
-        "  - path: {ROUTE}\n    upstream: {url}\n"
-    )))
-    .await;
-    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    use tokio::io::AsyncWriteExt;
+    let (_proxy, mut client, origin) = relay_of_raw(switching, Vec::new()).await;
     let mut origin = within("the origin's handshake", origin).await.unwrap();
     ws_send(&mut client, close(4001, "client says bye")).await;
     // The client's close reaches the origin as a masked close frame with its code.
-    let mut head = [0u8; 2];
-    within("the close at the origin", origin.read_exact(&mut head))
-        .await
-        .unwrap();
-    assert_eq!(head[0], 0x88, "a close frame");
-    let mut rest = vec![0u8; 4 + usize::from(head[1] & 0x7f)];
-    origin.read_exact(&mut rest).await.unwrap();
-    let code = u16::from_be_bytes([rest[4] ^ rest[0], rest[5] ^ rest[1]]);
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!(b0, 0x88, "a close frame");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
     assert_eq!(code, 4001);
     // The origin answers with a code of its own: that answer, not an echo made up by the
     // proxy, is what the client gets.
@@ -489,23 +488,14 @@ async fn a_client_close_is_answered_by_the_origin_s_own_close() {
 async fn an_origin_that_stops_reading_gets_its_client_closed_with_1013() {
     use futures_util::{SinkExt, StreamExt};
     // The origin takes the handshake, then never reads; its receive buffer is small.
-    let listener = tokio::net::TcpSocket::new_v4().unwrap();
-    listener.set_recv_buffer_size(4096).unwrap();
-    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = listener.listen(16).unwrap();
-    let url = format!("ws://{}/chat", listener.local_addr().unwrap());
-    let origin = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        // Held open, never read.
-        std::future::pending::<()>().await;
-        drop(ws);
-    });
+    let (url, origin) = raw_origin_with(switching, Vec::new(), Some(4096)).await;
     let proxy = Proxy::start(&config_with_routes(&format!(
         "  - path: {ROUTE}\n    upstream: {url}\n    client_buffer: 64KiB\n"
     )))
     .await;
     let (client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    // Held open, never read.
+    let origin = within("the origin's handshake", origin).await.unwrap();
     let (mut sink, mut stream) = client.split();
     // 16 MB: more than the kernel buffers on the way can hold.
     let sender = tokio::spawn(async move {
@@ -527,7 +517,7 @@ async fn an_origin_that_stops_reading_gets_its_client_closed_with_1013() {
     .await;
     assert_eq!(code, Some(1013));
     sender.abort();
-    origin.abort();
+    drop(origin);
 }
 
 #[tokio::test]
@@ -559,19 +549,11 @@ async fn a_frame_sent_together_with_the_client_s_handshake_reaches_the_origin() 
 
 #[tokio::test]
 async fn after_a_close_handshake_the_origin_closes_its_connection_first() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (url, origin) = raw_origin(switching, Vec::new()).await;
-    let proxy = Proxy::start(&config_with_routes(&format!(
-        "  - path: {ROUTE}\n    upstream: {url}\n"
-    )))
-    .await;
-    let (mut client, _) = ws_connect(&ws_url(&proxy, ROUTE), &[]).await;
+    use tokio::io::AsyncWriteExt;
+    let (_proxy, mut client, origin) = relay_of_raw(switching, Vec::new()).await;
     let mut origin = within("the origin's handshake", origin).await.unwrap();
     ws_send(&mut client, close(1000, "")).await;
-    let mut frame = [0u8; 2 + 4 + 2];
-    within("the close at the origin", origin.read_exact(&mut frame))
-        .await
-        .unwrap();
+    read_client_frame(&mut origin).await;
     origin.write_all(&[0x88, 2, 0x03, 0xe8]).await.unwrap();
     assert_eq!(next_close_code(&mut client).await, 1000);
     // The proxy has passed the origin's answer on; the origin closes first.

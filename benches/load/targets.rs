@@ -73,33 +73,44 @@ impl Proxy {
     }
 }
 
-/// Where a client of `target` connects for SSE stream `k` or the WebSocket origin.
+/// Where a client of `target` connects for SSE stream `k`.
 pub fn sse_endpoint(
     target: Target,
     origin: &Origin,
     proxy: Option<&Proxy>,
     k: usize,
 ) -> (SocketAddr, String) {
-    let k = k % origin.sse_ports.len();
-    let port = match (target, proxy) {
-        (Target::Direct, _) | (_, None) => origin.sse_ports[k],
-        (_, Some(p)) => p.port,
-    };
-    (SocketAddr::from(([127, 0, 0, 1], port)), format!("/s{k}"))
+    endpoint(target, &origin.sse_ports, "/s", proxy, k)
 }
 
+/// Where a client of `target` connects for WebSocket stream `k`.
 pub fn ws_endpoint(
     target: Target,
     origin: &Origin,
     proxy: Option<&Proxy>,
     k: usize,
 ) -> (SocketAddr, String) {
-    let k = k % origin.ws_ports.len();
+    endpoint(target, &origin.ws_ports, "/w", proxy, k)
+}
+
+/// Stream `k` goes to origin port `k` (modulo their number), directly or through the proxy,
+/// whose route `{prefix}{k}` leads there.
+fn endpoint(
+    target: Target,
+    ports: &[u16],
+    prefix: &str,
+    proxy: Option<&Proxy>,
+    k: usize,
+) -> (SocketAddr, String) {
+    let k = k % ports.len();
     let port = match (target, proxy) {
-        (Target::Direct, _) | (_, None) => origin.ws_ports[k],
+        (Target::Direct, _) | (_, None) => ports[k],
         (_, Some(p)) => p.port,
     };
-    (SocketAddr::from(([127, 0, 0, 1], port)), format!("/w{k}"))
+    (
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        format!("{prefix}{k}"),
+    )
 }
 
 /// The directory the bench writes its configurations and logs to.

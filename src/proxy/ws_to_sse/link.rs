@@ -187,31 +187,24 @@ impl Link {
                     payload, fin, text, ..
                 } => {
                     let payload = &buf[len - payload..len];
-                    let whole = match (&mut self.partial, fin) {
-                        (None, true) => Some(message(
-                            out,
-                            text,
-                            payload,
-                            (self.format, self.binary),
-                            metrics,
-                        )),
-                        (None, false) => {
-                            self.partial = Some(Partial {
-                                text,
-                                payload: BytesMut::from(payload),
-                            });
+                    let translate = (self.format, self.binary);
+                    let whole = match self.partial.take() {
+                        None if fin => Some(message(out, text, payload, translate, metrics)),
+                        None => {
+                            let payload = BytesMut::from(payload);
+                            self.partial = Some(Partial { text, payload });
                             None
                         }
-                        (Some(partial), _) => {
+                        Some(mut partial) => {
                             partial.payload.extend_from_slice(payload);
-                            None
+                            if fin {
+                                let Partial { text, payload } = partial;
+                                Some(message(out, text, &payload, translate, metrics))
+                            } else {
+                                self.partial = Some(partial);
+                                None
+                            }
                         }
-                    };
-                    let whole = match whole {
-                        None if fin => self.partial.take().map(|p| {
-                            message(out, p.text, &p.payload, (self.format, self.binary), metrics)
-                        }),
-                        other => other,
                     };
                     match whole {
                         Some(Ok(events)) => read.events += events,
