@@ -126,6 +126,9 @@ pin_project! {
         watcher: Option<Box<RequestWatcher>>,
         // A refusal the watcher made: the answer still to write, and how much is written.
         refusal: Option<(Vec<u8>, usize)>,
+        // Bytes already read (and watched) that hyper is to read again first: what the
+        // event-stream path read before it handed the connection over.
+        replay: Option<bytes::Bytes>,
         _guard: Option<ConnGuard>,
     }
 }
@@ -147,18 +150,26 @@ impl ClientIo {
             cut,
             watcher: Some(Box::new(RequestWatcher::new(max_head))),
             refusal: None,
+            replay: None,
             _guard: guard,
         }
+    }
+
+    /// Has the next reads return `bytes` before anything more from the client.
+    pub fn replay(&mut self, bytes: bytes::Bytes) {
+        self.replay = Some(bytes).filter(|b| !b.is_empty());
     }
 }
 
 impl ClientIo {
     /// Ready once a read may find bytes: on cleartext when the socket is readable; on TLS
     /// always (the TLS layer may hold plaintext the socket no longer shows), as it is while a
-    /// refusal or the request watcher still has a say.
+    /// refusal, the request watcher or bytes to replay still have a say.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.inner {
-            ClientStream::Plain(tcp) if self.refusal.is_none() && self.watcher.is_none() => {
+            ClientStream::Plain(tcp)
+                if self.refusal.is_none() && self.watcher.is_none() && self.replay.is_none() =>
+            {
                 tcp.poll_read_ready(cx)
             }
             _ => Poll::Ready(Ok(())),
@@ -252,6 +263,14 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut this = self.project();
+        if let Some(replay) = this.replay.as_mut() {
+            let n = replay.len().min(buf.remaining());
+            buf.put_slice(&replay.split_to(n));
+            if replay.is_empty() {
+                *this.replay = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
         if let Some(refusal) = this.refusal.as_mut() {
             // hyper sees the end of the stream; the refusal goes out as the connection closes.
             let _ = poll_refusal(this.inner.as_mut(), refusal, cx);

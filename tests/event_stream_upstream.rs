@@ -394,6 +394,17 @@ async fn client_disconnect_closes_the_upstream_connection() {
 }
 
 #[tokio::test]
+async fn client_that_leaves_before_the_origin_answers_closes_the_upstream_connection() {
+    let mut origin = RawOrigin::start().await;
+    let proxy = Proxy::start(&quiet_route(&origin)).await;
+    let client = open_event_stream(&proxy, "/events").await;
+    // The origin has the request and never answers it: only the client's EOF can end this.
+    let mut conn = origin.accept_request().await;
+    drop(client);
+    conn.closed_by_proxy().await;
+}
+
+#[tokio::test]
 async fn https_upstream_carries_the_stream_and_its_clean_end() {
     let OriginCert {
         cert_file: ca_file,

@@ -9,10 +9,9 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
-use super::{empty_body, error_response, websocket, ProxyBody, RouteState};
+use super::{empty_body, error_response, websocket, ProxyBody, RequestBody, RouteState};
 use crate::metrics::LimitKind;
 
 /// The path segment below a route that addresses a session.
@@ -96,7 +95,7 @@ pub async fn post(
     sessions: &Sessions,
     metrics: &crate::metrics::Metrics,
     route: &RouteState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     id: &str,
 ) -> Response<ProxyBody> {
     let settings = &route.route.settings;

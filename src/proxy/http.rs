@@ -12,11 +12,10 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
 use super::sse::SsePassthrough;
-use super::{error_response, ConnInfo, Proxy, ProxyBody, RouteState};
+use super::{error_response, ConnInfo, Proxy, ProxyBody, RequestBody, RouteState};
 use crate::metrics::{LimitKind, StreamKind};
 use crate::upstream::{self, BoxError, OriginBody, UpstreamError};
 
@@ -135,7 +134,7 @@ pub async fn forward(
     proxy: &Proxy,
     route: Arc<RouteState>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     suffix: &str,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -183,7 +182,7 @@ pub async fn forward(
         Some(max) => Limited::new(body, max as usize)
             .map_err(mark)
             .boxed_unsync(),
-        None => body.map_err(move |e| mark(Box::new(e))).boxed_unsync(),
+        None => body.map_err(mark).boxed_unsync(),
     };
     let headers = upstream_headers(std::mem::take(&mut parts.headers), &route, &conn, &target);
     let mut upstream_req = Request::new(body);

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 use ::http::{header, Method, Request, Response, StatusCode, Version};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,10 @@ use crate::upstream::{self, BoxError, HttpClient, UpstreamError};
 
 /// Every response body the proxy produces.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A client's request body: hyper's, or none for an event-stream `GET` that the proxy read
+/// itself (`server::event_stream`).
+pub type RequestBody = Either<Incoming, Empty<Bytes>>;
 
 /// One route with what it needs at run time.
 pub struct RouteState {
@@ -178,7 +182,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         if let Err((status, reason)) = check_request(&req) {
             return Ok(error_response(status, reason));
@@ -227,7 +231,7 @@ impl Proxy {
         self: &Arc<Self>,
         route: Arc<RouteState>,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         suffix: &str,
     ) -> Response<ProxyBody> {
         let websocket_client = websocket::is_websocket_request(&req);
@@ -259,7 +263,7 @@ impl Proxy {
 }
 
 /// Request checks that hyper leaves to us (SPEC 10 "Strict HTTP/1.1").
-fn check_request(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static str)> {
+fn check_request(req: &Request<RequestBody>) -> Result<(), (StatusCode, &'static str)> {
     if req.method() == Method::CONNECT {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
     }

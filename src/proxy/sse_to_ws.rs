@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,7 +18,8 @@ use super::translate;
 use super::websocket::{self, close_code_for, close_message, Keepalive};
 use super::ws::{handshake_headers, ping, upgrade, ClientWs};
 use super::{
-    empty_body, error_response, headers, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState,
+    empty_body, error_response, headers, upstream_failed, ConnInfo, Proxy, ProxyBody, RequestBody,
+    RouteState,
 };
 use crate::metrics::{CloseReason, Direction, StreamKind};
 use crate::sse::decoder::Decoder;
@@ -32,7 +32,7 @@ pub async fn serve(
     proxy: &Arc<Proxy>,
     route: Arc<RouteState>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     suffix: &str,
 ) -> Response<ProxyBody> {
     let response = match websocket::accept(&req) {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -18,7 +17,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::headers::{self, ClientAddr, LAST_EVENT_ID};
 use super::relay::{Relay, RelaySettings};
 use super::websocket::{self, Keepalive, KeepaliveAction, Outbox};
-use super::{empty_body, error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
+use super::{
+    empty_body, error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RequestBody,
+    RouteState,
+};
 use crate::io::ClientIo;
 use crate::metrics::StreamKind;
 
@@ -30,7 +32,7 @@ pub async fn serve(
     proxy: &Arc<Proxy>,
     route: Arc<RouteState>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     suffix: &str,
 ) -> Response<ProxyBody> {
     let mut response = match websocket::accept(&req) {

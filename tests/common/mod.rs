@@ -385,7 +385,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
 
     /// Moves whole chunks from `raw` to `body`.
     fn dechunk(&mut self) {
-        if !self.head_read {
+        if !self.head_read || (self.chunked && self.complete) {
             return;
         }
         if !self.chunked {
@@ -458,7 +458,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
         String::from_utf8_lossy(&std::mem::take(&mut self.body)).into_owned()
     }
 
-    /// Reads until the response's last chunk; returns the rest of the body.
+    /// Reads until the response's last chunk; returns the rest of the body. What follows is
+    /// the next response's head.
     pub async fn read_to_end_of_response(&mut self) -> String {
         within("the end of the response", async {
             while !self.complete {
@@ -466,6 +467,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
             }
         })
         .await;
+        self.head_read = false;
         String::from_utf8_lossy(&std::mem::take(&mut self.body)).into_owned()
     }
 }

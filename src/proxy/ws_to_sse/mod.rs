@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -24,7 +23,7 @@ use super::relay::side::fresh_mask as mask;
 use super::relay::CLOSE_GRACE;
 use super::translate;
 use super::ws::handshake_headers;
-use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RouteState};
+use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RequestBody, RouteState};
 use crate::metrics::StreamKind;
 use crate::upstream;
 use crate::wake::SideWake;
@@ -43,7 +42,7 @@ pub async fn serve(
     proxy: &Arc<Proxy>,
     route: Arc<RouteState>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     suffix: &str,
 ) -> Response<ProxyBody> {
     let settings = &route.route.settings;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+
+mod event_stream;
 
 use crate::admin;
 use crate::config::{Config, Limits};
@@ -400,6 +402,7 @@ async fn connection(
         kill: kill.clone(),
     });
     let activity = Arc::new(Activity::new(accepted_at));
+    let front_conn = conn_info.clone();
     let proxy = shared.proxy.clone();
     let service_activity = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
@@ -414,7 +417,7 @@ async fn connection(
             let response = match rejection {
                 Some(limit) => reject(limit),
                 None => proxy
-                    .handle(conn_info, req)
+                    .handle(conn_info, req.map(http_body_util::Either::Left))
                     .await
                     .unwrap_or_else(|e| match e {}),
             };
@@ -431,32 +434,56 @@ async fn connection(
         drain: &shared.proxy.drain,
         kill: &kill,
     };
-    let io = TokioIo::new(io);
     // HTTP/1.1 and HTTP/2 are served by hyper's own connection types rather than hyper-util's
     // auto builder, whose protocol sniffing keeps an 8 KiB buffer for each connection's life.
     match protocol {
         Protocol::Http1 => {
+            let mut io = io;
+            if rejection.is_none() {
+                // Event-stream requests first, on the proxy's own HTTP/1.1 path; hyper takes
+                // over at the first other request, from the bytes that path read.
+                let draining = AtomicBool::new(false);
+                let front = event_stream::serve(
+                    &mut io,
+                    event_stream::Front {
+                        proxy: &shared.proxy,
+                        conn: &front_conn,
+                        activity: &activity,
+                        max_head: max_header_size,
+                        draining: &draining,
+                    },
+                );
+                let drain = |_: Pin<&mut _>| draining.store(true, Ordering::Relaxed);
+                let outcome = watch.run(pin!(front), drain).await;
+                match outcome {
+                    Some(event_stream::Outcome::HandOff(read)) => io.replay(read),
+                    _ => return,
+                }
+            }
+            drop(front_conn);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
                 .max_buf_size(max_header_size.max(8192))
                 .max_headers(100)
                 .keep_alive(rejection.is_none())
-                .serve_connection(io, service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            tokio::pin!(conn);
-            watch.run(conn, |c| c.graceful_shutdown()).await;
+            // Boxed, so that the connection task needs no room for it on the event-stream path.
+            let mut conn = Box::pin(conn);
+            watch.ended(watch.run(conn.as_mut(), |c| c.graceful_shutdown()).await);
         }
         Protocol::Http2 => {
+            drop(front_conn);
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(max_header_size as u32)
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(20))
                 .max_concurrent_streams(1000)
-                .serve_connection(io, service);
+                .serve_connection(TokioIo::new(io), service);
             let mut conn = Box::pin(conn);
-            watch.run(conn.as_mut(), |c| c.graceful_shutdown()).await;
+            watch.ended(watch.run(conn.as_mut(), |c| c.graceful_shutdown()).await);
         }
     }
 }
@@ -533,12 +560,12 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     /// Drives `conn` until it ends, starting its graceful shutdown on drain and dropping it on
-    /// a hard stop, a kill, or an idle or header timeout.
-    async fn run<C, E>(&self, mut conn: Pin<&mut C>, graceful: impl Fn(Pin<&mut C>))
-    where
-        C: Future<Output = Result<(), E>>,
-        E: std::fmt::Display,
-    {
+    /// a hard stop, a kill, or an idle or header timeout (`None`).
+    async fn run<C: Future>(
+        &self,
+        mut conn: Pin<&mut C>,
+        graceful: impl Fn(Pin<&mut C>),
+    ) -> Option<C::Output> {
         let peer = self.peer;
         let mut draining = false;
         // The connection wakes for every event of its stream; the rest is polled only when it
@@ -554,7 +581,7 @@ impl Watch<'_> {
             if side.due(cx) {
                 let mut side_cx = Context::from_waker(side.waker());
                 if kill.as_mut().poll(&mut side_cx).is_ready() {
-                    return Poll::Ready(());
+                    return Poll::Ready(None);
                 }
                 if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
                     draining = true;
@@ -567,7 +594,7 @@ impl Watch<'_> {
                     Some(deadline) => {
                         if Instant::now() >= deadline {
                             tracing::debug!(%peer, "closing idle connection");
-                            return Poll::Ready(());
+                            return Poll::Ready(None);
                         }
                         let timer = idle
                             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -578,13 +605,16 @@ impl Watch<'_> {
                     None => idle = None,
                 }
             }
-            conn.as_mut().poll(cx).map(|result| {
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-            })
+            conn.as_mut().poll(cx).map(Some)
         })
         .await
+    }
+
+    /// Logs how a hyper connection ended.
+    fn ended<E: std::fmt::Display>(&self, result: Option<Result<(), E>>) {
+        if let Some(Err(err)) = result {
+            tracing::debug!(peer = %self.peer, error = %err, "connection ended with an error");
+        }
     }
 }
 
