@@ -20,6 +20,7 @@ mod wire;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,8 +123,8 @@ async fn read_head(io: &mut ClientIo, pending: &mut BytesMut, front: &Front<'_>)
         } else if front.draining.load(Ordering::Relaxed) {
             return Poll::Ready(Read::Closed);
         }
-        let mut room = [0u8; 2048];
-        let mut read = ReadBuf::new(&mut room);
+        let mut room = [const { MaybeUninit::uninit() }; 2048];
+        let mut read = ReadBuf::uninit(&mut room);
         match ready!(Pin::new(&mut *io).poll_read(cx, &mut read)) {
             Ok(()) if !read.filled().is_empty() => pending.extend_from_slice(read.filled()),
             _ => return Poll::Ready(Read::Closed),
@@ -137,12 +138,11 @@ async fn read_head(io: &mut ClientIo, pending: &mut BytesMut, front: &Front<'_>)
 async fn until_gone<F, T>(
     io: &mut ClientIo,
     pending: &mut BytesMut,
-    handler: Pin<Box<F>>,
+    mut handler: Pin<Box<F>>,
 ) -> Option<T>
 where
     F: Future<Output = Result<T, std::convert::Infallible>>,
 {
-    let mut handler = handler;
     poll_fn(|cx| {
         if let Poll::Ready(result) = handler.as_mut().poll(cx) {
             return Poll::Ready(Some(result.unwrap_or_else(|e| match e {})));
@@ -162,8 +162,9 @@ fn client_gone(io: &mut ClientIo, pending: &mut BytesMut, cx: &mut Context<'_>) 
     if !pending.is_empty() {
         return false;
     }
-    let mut room = [0u8; 1024];
-    let mut read = ReadBuf::new(&mut room);
+    // Not zeroed: this runs each time a stream's body waits, i.e. once per event.
+    let mut room = [const { MaybeUninit::uninit() }; 1024];
+    let mut read = ReadBuf::uninit(&mut room);
     match Pin::new(io).poll_read(cx, &mut read) {
         Poll::Ready(Ok(())) if !read.filled().is_empty() => {
             pending.extend_from_slice(read.filled());
