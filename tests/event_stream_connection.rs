@@ -165,3 +165,44 @@ async fn a_malformed_event_stream_request_gets_hypers_400() {
     let raw = b"GET /events HTTP/1.1\r\nHost: proxy.test\r\nAccept: text/event-stream\r\nX: a\r\n b\r\n\r\n";
     assert_eq!(status_of_raw(proxy.addr(), raw).await, 400);
 }
+
+/// An origin that writes its whole chunked response, one chunk per event, in one write (as a
+/// Go server flushing per event does once it is behind): the proxy reads many chunks at once
+/// and writes them to the client in few writes, every byte in order.
+#[tokio::test]
+async fn chunks_read_together_reach_the_client_whole_and_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let events: Vec<String> = (0..200)
+        .map(|n| format!("id: {n}\ndata: {}\n\n", "x".repeat(n % 37)))
+        .collect();
+    let mut body = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    for event in &events {
+        body.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let origin = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.expect("request head");
+            head.push(byte[0]);
+        }
+        tcp.write_all(&body).await.expect("response");
+        tcp
+    });
+    let proxy = Proxy::start(&format!(
+        "listeners:\n  - bind: 127.0.0.1:0\nroutes:\n  - path: /events\n    \
+         upstream: http://{addr}/stream\n    heartbeat: 0\n"
+    ))
+    .await;
+    let mut client = RawClient::connect(proxy.addr()).await;
+    client.get("/events", &[ACCEPT_EVENT_STREAM]).await;
+    assert_eq!(client.read_head().await.0, 200);
+    assert_eq!(client.read_to_end_of_response().await, events.concat());
+    drop(origin.await.expect("origin"));
+}

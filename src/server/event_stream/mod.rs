@@ -15,6 +15,8 @@
 //! Requests this path does not take (see [`wire`]) go to hyper with every byte read so far
 //! replayed, so hyper answers them exactly as it would have.
 
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::future::{poll_fn, Future};
@@ -198,9 +200,9 @@ async fn respond(
     };
     let mut done = framing == Framing::None;
     poll_fn(|cx| loop {
-        // A frame is asked for only once the last one is written (the head may still wait,
-        // so that a body ready at once goes out with it).
-        if !done && out.has_room() {
+        // Frames that are ready join the write in preparation (the head's too, so that a body
+        // ready at once goes out with it); more are asked for only once it is written.
+        while !done && out.has_room() {
             match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -209,21 +211,19 @@ async fn respond(
                     if data.is_empty() {
                         continue;
                     }
-                    if framing == Framing::Chunked {
-                        out.line = ChunkLine::new(data.len());
-                        out.tail = CHUNK_END;
-                    } else if data.len() as u64 > left {
-                        return Poll::Ready(Err(()));
-                    } else {
+                    if framing != Framing::Chunked {
+                        if data.len() as u64 > left {
+                            return Poll::Ready(Err(()));
+                        }
                         left -= data.len() as u64;
                     }
-                    out.data = data;
+                    out.push(data, framing == Framing::Chunked);
                 }
                 Poll::Ready(Some(Err(_))) => return Poll::Ready(Err(())),
                 Poll::Ready(None) => {
                     done = true;
                     if framing == Framing::Chunked {
-                        out.tail = LAST_CHUNK;
+                        out.end = LAST_CHUNK;
                     }
                 }
                 Poll::Pending if out.is_empty() => {
@@ -234,7 +234,7 @@ async fn respond(
                     }
                     return Poll::Pending;
                 }
-                Poll::Pending => {}
+                Poll::Pending => break,
             }
         }
         if !out.is_empty() {
@@ -253,44 +253,105 @@ async fn respond(
     .await
 }
 
-/// The bytes on their way to the client: at most a head, one chunk (its size line, data and
-/// CRLF) or the last chunk, written with one vectored write as far as the socket takes it.
+/// At most this many body frames go out in one write ...
+const MAX_FRAMES: usize = 16;
+/// ... and once this many bytes of them are waiting, no more join.
+const MAX_BYTES: usize = 64 * 1024;
+
+/// The bytes on their way to the client: the head and the body frames that were ready
+/// (each chunk with its size line and CRLF), or the last chunk, written with one vectored
+/// write as far as the socket takes it. Holds no allocation but the head while at most one
+/// frame waits, which is every frame of a paced stream.
 #[derive(Default)]
 struct Out {
     head: Vec<u8>,
-    line: ChunkLine,
-    data: Bytes,
-    tail: &'static [u8],
+    first: Piece,
+    more: Vec<Piece>,
+    /// What follows the frames: the last chunk, or nothing.
+    end: &'static [u8],
+    /// Bytes of the frames' data.
+    queued: usize,
     written: usize,
 }
 
+/// One body frame: its chunk-size line (empty unless chunked), data and CRLF (when chunked).
+#[derive(Default)]
+struct Piece {
+    line: ChunkLine,
+    data: Bytes,
+    tail: &'static [u8],
+}
+
+impl Piece {
+    fn parts(&self) -> [&[u8]; 3] {
+        [self.line.as_bytes(), &self.data[..], self.tail]
+    }
+}
+
 impl Out {
+    fn pieces(&self) -> impl Iterator<Item = &Piece> {
+        std::iter::once(&self.first)
+            .chain(&self.more)
+            .filter(|p| !p.data.is_empty())
+    }
+
+    /// Every byte to write, in order, as slices (some empty).
+    fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.head[..])
+            .chain(self.pieces().flat_map(Piece::parts))
+            .chain(std::iter::once(self.end))
+    }
+
     fn len(&self) -> usize {
-        self.head.len() + self.line.as_bytes().len() + self.data.len() + self.tail.len()
+        self.parts().map(<[u8]>::len).sum()
     }
 
     fn is_empty(&self) -> bool {
         self.written == self.len()
     }
 
-    /// Whether a body frame may join: nothing but (at most) the head waits.
+    /// Whether a body frame may join: nothing was written yet, the body has not ended, and
+    /// the write is below its bounds.
     fn has_room(&self) -> bool {
-        self.data.is_empty() && self.tail.is_empty()
+        self.written == 0
+            && self.end.is_empty()
+            && self.more.len() + 1 < MAX_FRAMES
+            && self.queued < MAX_BYTES
     }
 
-    fn poll_write(&mut self, io: &mut ClientIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn push(&mut self, data: Bytes, chunked: bool) {
+        self.queued += data.len();
+        let piece = if chunked {
+            Piece {
+                line: ChunkLine::new(data.len()),
+                data,
+                tail: CHUNK_END,
+            }
+        } else {
+            Piece {
+                data,
+                ..Piece::default()
+            }
+        };
+        if self.first.data.is_empty() {
+            self.first = piece;
+        } else {
+            self.more.push(piece);
+        }
+    }
+
+    fn poll_write<W>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<io::Result<()>>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        // The head, three slices per frame and the end.
+        const SLICES: usize = 2 + 3 * MAX_FRAMES;
         let total = self.len();
         while self.written < total {
             let mut skip = self.written;
-            let mut slices = [IoSlice::new(&[]); 4];
+            let mut slices = [IoSlice::new(&[]); SLICES];
             let mut count = 0;
-            let parts = [
-                &self.head[..],
-                self.line.as_bytes(),
-                &self.data[..],
-                self.tail,
-            ];
-            for part in parts {
+            for part in self.parts() {
                 if skip >= part.len() {
                     skip -= part.len();
                     continue;
