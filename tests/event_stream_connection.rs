@@ -171,7 +171,7 @@ async fn a_malformed_event_stream_request_gets_hypers_400() {
 /// and writes them to the client in few writes, every byte in order.
 #[tokio::test]
 async fn chunks_read_together_reach_the_client_whole_and_in_order() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let events: Vec<String> = (0..200)
@@ -186,12 +186,7 @@ async fn chunks_read_together_reach_the_client_whole_and_in_order() {
     body.extend_from_slice(b"0\r\n\r\n");
     let origin = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            tcp.read_exact(&mut byte).await.expect("request head");
-            head.push(byte[0]);
-        }
+        read_request_head(&mut tcp).await;
         tcp.write_all(&body).await.expect("response");
         tcp
     });

@@ -1368,7 +1368,7 @@ pub async fn raw_origin_with(
     after: Vec<u8>,
     recv_buffer: Option<u32>,
 ) -> (String, tokio::task::JoinHandle<tokio::net::TcpStream>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     if let Some(bytes) = recv_buffer {
         socket.set_recv_buffer_size(bytes).unwrap();
@@ -1378,13 +1378,7 @@ pub async fn raw_origin_with(
     let url = format!("ws://{}/chat", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            tcp.read_exact(&mut byte).await.expect("request head");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).expect("head");
+        let head = read_request_head(&mut tcp).await;
         let key = head
             .lines()
             .find_map(|l| {
@@ -1400,6 +1394,17 @@ pub async fn raw_origin_with(
         tcp
     });
     (url, task)
+}
+
+/// Reads a request head byte by byte, so that nothing after it is consumed.
+pub async fn read_request_head(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.expect("request head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("head")
 }
 
 pub fn switching(accept: &str) -> String {
