@@ -116,6 +116,16 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
+/// True when a comma-separated header (`Connection`, `Upgrade`) lists `token`, in any case.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Whether the client asks for an event stream (`Accept: text/event-stream`, as every
 /// `EventSource` sends).
 pub fn accepts_event_stream(headers: &HeaderMap) -> bool {

@@ -19,20 +19,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Overflow};
+use super::headers::has_token;
 use crate::config::RouteSettings;
 
 /// True when the request asks for a WebSocket (HTTP/1.1 `Upgrade: websocket`).
 pub fn is_websocket_request<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && has_token(req.headers(), header::UPGRADE, "websocket")
-}
-
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Checks an opening handshake (RFC 6455 section 4.2.1) and returns the `101` answer.

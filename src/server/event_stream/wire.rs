@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::proxy::headers::accepts_event_stream;
+use crate::proxy::headers::{accepts_event_stream, has_token};
 
 /// Header lines in a request head, as for hyper (`max_headers`).
 const MAX_HEADERS: usize = 100;
@@ -54,7 +54,6 @@ pub fn parse(buf: &[u8], max_head: usize) -> Head {
         return Head::Other;
     };
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    let mut close = false;
     for line in parsed.headers.iter() {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(line.name.as_bytes()),
@@ -69,20 +68,12 @@ pub fn parse(buf: &[u8], max_head: usize) -> Head {
         {
             return Head::Other;
         }
-        if name == header::CONNECTION {
-            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
-                    return Head::Other;
-                }
-            }
-        }
         headers.append(name, value);
     }
-    if !accepts_event_stream(&headers) {
+    if has_token(&headers, header::CONNECTION, "upgrade") || !accepts_event_stream(&headers) {
         return Head::Other;
     }
+    let close = has_token(&headers, header::CONNECTION, "close");
     let mut request = Request::new(());
     *request.method_mut() = Method::GET;
     *request.uri_mut() = uri;
