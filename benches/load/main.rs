@@ -18,6 +18,7 @@
 //! | `SSEBRIDGE_BENCH_RATE` | 10 | events per second per paced stream |
 //! | `SSEBRIDGE_BENCH_EVENT_BYTES` | 256 | bytes per event on the wire |
 //! | `SSEBRIDGE_BENCH_SECONDS` | 15 | measured seconds of each P1 run (P5: two thirds) |
+//! | `SSEBRIDGE_BENCH_WINDOW` | 1 | seconds of each turn in P1, where the targets' streams take turns |
 //! | `SSEBRIDGE_BENCH_FLOOD_SECONDS` | 4 | measured seconds of each P2 run (one stream, flood) |
 //! | `SSEBRIDGE_BENCH_STEP_SECONDS` | 1 | measured seconds of each step of P5's one-stream rate search |
 //! | `SSEBRIDGE_BENCH_IDLE_STREAMS` | 10000 | idle streams of P3 (and idle WebSocket connections of P3W) |
@@ -64,6 +65,8 @@ pub struct Scale {
     pub with_nginx: bool,
     /// Streams run this long before a paced measurement starts.
     pub warmup: Duration,
+    /// P1's targets take turns in windows this long.
+    pub window: Duration,
     /// Wait for an idle machine before each measurement.
     pub wait_quiet: bool,
 }
@@ -97,6 +100,7 @@ impl Scale {
                 .collect(),
             with_nginx: true,
             warmup: Duration::from_secs(2),
+            window: Duration::from_secs_f64(env("SSEBRIDGE_BENCH_WINDOW", 1.0f64).max(0.05)),
             wait_quiet: true,
         }
     }
@@ -113,6 +117,7 @@ impl Scale {
             only: vec!["P1".to_owned(), "P2".to_owned()],
             with_nginx: false,
             warmup: Duration::from_millis(200),
+            window: Duration::from_millis(250),
             wait_quiet: false,
             ..Scale::from_env()
         }

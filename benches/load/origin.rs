@@ -7,12 +7,14 @@
 //! at a random phase), `mode=flood` (as fast as the socket takes them, 16 KiB per write),
 //! `mode=idle` (one event, then silence); `size` is the bytes per event on the wire; `gen` ties
 //! the stream to one scenario run: when the run ends, [`Origin::end_run`] closes its streams, so
-//! nothing a proxy forgot to close keeps loading the next run.
+//! nothing a proxy forgot to close keeps loading the next run. `slot=N` (1..) puts a paced SSE
+//! stream in a group that sends only while [`Origin::take_turn`] says it is that group's turn,
+//! so that several targets' streams can stay open together and take turns on the machine.
 
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -55,6 +57,8 @@ struct Params {
     mode: Mode,
     size: usize,
     generation: u64,
+    /// 0: always sends; otherwise only in this slot's turns.
+    slot: usize,
 }
 
 fn params(target: &str) -> Params {
@@ -63,6 +67,7 @@ fn params(target: &str) -> Params {
         mode: Mode::Idle,
         size: 256,
         generation: 0,
+        slot: 0,
     };
     let mut rate = 10.0;
     let mut mode = "idle";
@@ -73,6 +78,7 @@ fn params(target: &str) -> Params {
             "rate" => rate = v.parse().unwrap_or(10.0),
             "size" => p.size = v.parse().unwrap_or(256),
             "gen" => p.generation = v.parse().unwrap_or(0),
+            "slot" => p.slot = v.parse().unwrap_or(0),
             _ => {}
         }
     }
@@ -84,11 +90,20 @@ fn params(target: &str) -> Params {
     p
 }
 
+/// Slots whose paced streams take turns (slot 0, the default, is not one of them).
+pub const SLOTS: usize = 4;
+
+/// Whose turn it is, per slot: a stream waits on its own slot's flag only, so a change of turn
+/// wakes the streams that start and none of the others (those that stop see it at their next
+/// tick).
+type Turns = Arc<[watch::Sender<bool>; SLOTS]>;
+
 /// The running origins.
 pub struct Origin {
     pub sse_ports: Vec<u16>,
     pub ws_ports: Vec<u16>,
     generation: watch::Sender<u64>,
+    turns: Turns,
 }
 
 impl Origin {
@@ -97,21 +112,35 @@ impl Origin {
     /// minute).
     pub async fn start(ports_each: usize) -> std::io::Result<Origin> {
         let (generation, _) = watch::channel(1u64);
+        let turns: Turns = Arc::new(std::array::from_fn(|_| watch::channel(false).0));
         let mut ports = Vec::new();
         let mut ws_ports = Vec::new();
         for _ in 0..ports_each {
             let listener = listen()?;
             ports.push(listener.local_addr()?.port());
-            tokio::spawn(accept_loop(listener, generation.subscribe(), false));
+            tokio::spawn(accept_loop(
+                listener,
+                generation.subscribe(),
+                Some(turns.clone()),
+            ));
             let ws = listen()?;
             ws_ports.push(ws.local_addr()?.port());
-            tokio::spawn(accept_loop(ws, generation.subscribe(), true));
+            tokio::spawn(accept_loop(ws, generation.subscribe(), None));
         }
         Ok(Origin {
             sse_ports: ports,
             ws_ports,
             generation,
+            turns,
         })
+    }
+
+    /// Makes it slot `slot`'s turn (1..SLOTS), or nobody's (0): from now on only that slot's
+    /// paced streams send.
+    pub fn take_turn(&self, slot: usize) {
+        for (i, turn) in self.turns.iter().enumerate() {
+            turn.send_if_modified(|on| std::mem::replace(on, i == slot && i != 0) != *on);
+        }
     }
 
     /// The generation a new run's streams carry.
@@ -132,17 +161,22 @@ fn listen() -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn accept_loop(listener: TcpListener, generation: watch::Receiver<u64>, ws: bool) {
+/// Accepts SSE streams (given `turns`) or WebSocket ones (without).
+async fn accept_loop(
+    listener: TcpListener,
+    generation: watch::Receiver<u64>,
+    turns: Option<Turns>,
+) {
     loop {
         match listener.accept().await {
             Ok((sock, _)) => {
                 let generation = generation.clone();
+                let turns = turns.clone();
                 tokio::spawn(async move {
                     let _ = sock.set_nodelay(true);
-                    let _ = if ws {
-                        serve_ws(sock, generation).await
-                    } else {
-                        serve_sse(sock, generation).await
+                    let _ = match turns {
+                        Some(turns) => serve_sse(sock, generation, &turns).await,
+                        None => serve_ws(sock, generation).await,
                     };
                 });
             }
@@ -227,6 +261,7 @@ async fn read_head(sock: &mut TcpStream) -> std::io::Result<String> {
 async fn serve_sse(
     mut sock: TcpStream,
     mut generation: watch::Receiver<u64>,
+    turns: &Turns,
 ) -> std::io::Result<()> {
     let target = read_head(&mut sock).await?;
     let p = params(&target);
@@ -240,19 +275,42 @@ async fn serve_sse(
     let mut seq = 0u64;
     match p.mode {
         Mode::Paced { rate } => {
-            let mut pacer = Pacer::new(rate);
+            let mut turn = turns
+                .get(p.slot)
+                .filter(|_| p.slot != 0)
+                .map(watch::Sender::subscribe);
             loop {
-                tokio::select! {
-                    due = pacer.tick() => {
-                        buf.clear();
-                        while seq < due {
-                            chunk(&mut buf, |b| sse_event(b, seq, now_ns(), p.size));
-                            seq += 1;
+                // Waits for this slot's turn; then paces from a fresh phase, so that a turn
+                // starts without a burst of the events its streams skipped.
+                if let Some(turn) = turn.as_mut() {
+                    while !*turn.borrow_and_update() {
+                        tokio::select! {
+                            changed = turn.changed() => changed.map_err(std::io::Error::other)?,
+                            n = rd.read(&mut scratch) => if n? == 0 { return Ok(()) },
+                            _ = generation.changed() => return Ok(()),
                         }
-                        wr.write_all(&buf).await?;
                     }
-                    n = rd.read(&mut scratch) => if n? == 0 { return Ok(()) },
-                    _ = generation.changed() => return Ok(()),
+                }
+                let mut pacer = Pacer::new(rate);
+                let mut base = None;
+                loop {
+                    tokio::select! {
+                        due = pacer.tick() => {
+                            if turn.as_ref().is_some_and(|t| !*t.borrow()) {
+                                break;
+                            }
+                            // Counted from this turn's start: a turn's `due` starts at 1.
+                            let due = due + *base.get_or_insert(seq);
+                            buf.clear();
+                            while seq < due {
+                                chunk(&mut buf, |b| sse_event(b, seq, now_ns(), p.size));
+                                seq += 1;
+                            }
+                            wr.write_all(&buf).await?;
+                        }
+                        n = rd.read(&mut scratch) => if n? == 0 { return Ok(()) },
+                        _ = generation.changed() => return Ok(()),
+                    }
                 }
             }
         }

@@ -149,8 +149,17 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
-/// Busy and total jiffies of the whole machine (/proc/stat), to tell how loaded a run was.
-pub fn machine_jiffies() -> (u64, u64) {
+/// Jiffies of the whole machine since boot (/proc/stat), to tell how loaded a run was.
+#[derive(Clone, Copy, Default)]
+pub struct Jiffies {
+    /// Not idle, including time the hypervisor took (steal).
+    pub busy: u64,
+    pub total: u64,
+    /// Taken by the hypervisor for other guests while this one had work: no process here ran.
+    pub steal: u64,
+}
+
+pub fn machine_jiffies() -> Jiffies {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().next().unwrap_or_default();
     let v: Vec<u64> = line
@@ -158,9 +167,13 @@ pub fn machine_jiffies() -> (u64, u64) {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
     let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    Jiffies {
+        busy: total - at(3) - at(4),
+        total,
+        steal: at(7),
+    }
 }
 
 /// A free port on 127.0.0.1 (for nginx, which cannot listen on port 0 and report it).

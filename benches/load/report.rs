@@ -101,7 +101,7 @@ impl Report {
 
 /// Where a metric goes within its scenario.
 fn rank(metric: &str) -> usize {
-    const ORDER: [&str; 20] = [
+    const ORDER: [&str; 21] = [
         "events/s delivered",
         "msg/s delivered",
         "events/s",
@@ -122,6 +122,7 @@ fn rank(metric: &str) -> usize {
         "streams per GiB of RSS",
         "machine CPU busy (%)",
         "CPU of other work (%)",
+        "CPU stolen by the host (%)",
     ];
     ORDER
         .iter()

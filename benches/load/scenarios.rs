@@ -1,6 +1,7 @@
 //! Scenarios P1..P6 of issue 4. Each repetition runs every target once, in an order rotated per
 //! repetition (so a drift of the machine does not always hit the same target), on the same
-//! origin, with the same clients.
+//! origin, with the same clients. P1 goes further: its targets' streams are open together and
+//! take turns in short windows ([`Bench::run_turns`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,8 +42,11 @@ struct Run {
     cpu: f64,
     /// Share of the machine's CPU in use during the measurement.
     busy: f64,
-    /// Share of the machine's CPU used by neither the proxy nor the bench (other work).
+    /// Share of the machine's CPU used by neither the proxy nor the bench (other work: other
+    /// processes, the kernel's softirq work for loopback traffic, and `stolen`).
     other: f64,
+    /// Share of the machine's CPU the hypervisor took for other guests (part of `other`).
+    stolen: f64,
     failed: usize,
 }
 
@@ -77,14 +81,83 @@ fn base_is_zero(shared: &Shared) -> bool {
 /// (a build) does not land inside a measurement; the `CPU of other work` rows show what remained.
 async fn wait_quiet() {
     for _ in 0..40 {
-        let (b0, t0) = procs::machine_jiffies();
+        let j0 = procs::machine_jiffies();
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let (b1, t1) = procs::machine_jiffies();
-        if ((b1 - b0) as f64) < 0.1 * (t1 - t0).max(1) as f64 {
+        let j1 = procs::machine_jiffies();
+        if ((j1.busy - j0.busy) as f64) < 0.1 * (j1.total - j0.total).max(1) as f64 {
             return;
         }
     }
     eprintln!("load bench: the machine is busy with other work; measuring anyway");
+}
+
+/// Stops one run's clients; returns their latencies.
+async fn stop_clients(shared: &Shared, mut set: JoinSet<Vec<u64>>) -> Vec<u64> {
+    shared.stop.cancel();
+    let mut all = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(res)) = tokio::time::timeout_at(deadline, set.join_next()).await {
+        if let Ok(v) = res {
+            all.extend(v);
+        }
+    }
+    set.abort_all();
+    all
+}
+
+/// What the machine and the processes used over some stretch of time.
+#[derive(Clone, Copy, Default)]
+struct Usage {
+    seconds: f64,
+    /// CPU seconds of the proxy process(es).
+    proxy: f64,
+    /// CPU seconds of the bench process (origin and clients).
+    own: f64,
+    jiffies: procs::Jiffies,
+}
+
+impl Usage {
+    fn now(proxy: Option<&Proxy>) -> (Instant, Usage) {
+        let usage = Usage {
+            seconds: 0.0,
+            proxy: proxy.map_or(0.0, Proxy::cpu_seconds),
+            own: procs::cpu_seconds(std::process::id()),
+            jiffies: procs::machine_jiffies(),
+        };
+        (Instant::now(), usage)
+    }
+
+    /// Adds what was used since `then`, taken by [`Usage::now`].
+    fn add_since(&mut self, proxy: Option<&Proxy>, then: (Instant, Usage)) {
+        let (now, usage) = Usage::now(proxy);
+        let (start, before) = then;
+        self.seconds += (now - start).as_secs_f64();
+        self.proxy += usage.proxy - before.proxy;
+        self.own += usage.own - before.own;
+        let (j, j0) = (usage.jiffies, before.jiffies);
+        self.jiffies.busy += j.busy - j0.busy;
+        self.jiffies.total += j.total - j0.total;
+        self.jiffies.steal += j.steal - j0.steal;
+    }
+
+    /// The run these figures belong to.
+    fn run(&self, events: u64, failed: usize, mut latencies: Vec<u64>) -> Run {
+        latencies.sort_unstable();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let total = self.jiffies.total.max(1) as f64;
+        let busy = self.jiffies.busy as f64 / total;
+        let seconds = self.seconds.max(1e-9);
+        Run {
+            events,
+            seconds,
+            latencies,
+            cpu: self.proxy,
+            busy,
+            other: (busy - (self.proxy + self.own) / seconds / cores).max(0.0),
+            stolen: self.jiffies.steal as f64 / total,
+            failed,
+        }
+    }
 }
 
 const QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")];
@@ -231,16 +304,8 @@ impl Bench {
     }
 
     /// Stops a run's clients and the origin's streams; returns the clients' latencies.
-    async fn close(&self, shared: &Shared, mut set: JoinSet<Vec<u64>>) -> Vec<u64> {
-        shared.stop.cancel();
-        let mut all = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while let Ok(Some(res)) = tokio::time::timeout_at(deadline, set.join_next()).await {
-            if let Ok(v) = res {
-                all.extend(v);
-            }
-        }
-        set.abort_all();
+    async fn close(&self, shared: &Shared, set: JoinSet<Vec<u64>>) -> Vec<u64> {
+        let all = stop_clients(shared, set).await;
         self.origin.end_run();
         // Let the proxies see the closes before the next run.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -264,38 +329,84 @@ impl Bench {
         Self::open(&shared, &mut set, specs).await;
         tokio::time::sleep(shape.warmup).await;
         let proxy = self.proxy(target);
-        let me = std::process::id();
-        let cpu0 = proxy.map_or(0.0, Proxy::cpu_seconds);
-        let own0 = procs::cpu_seconds(me);
-        let (busy0, total0) = procs::machine_jiffies();
-        let start = Instant::now();
+        let mut usage = Usage::default();
+        let start = Usage::now(proxy);
         shared.measure(true);
         tokio::time::sleep(shape.measure).await;
         shared.measure(false);
-        let seconds = start.elapsed().as_secs_f64();
-        let cpu = proxy.map_or(0.0, Proxy::cpu_seconds) - cpu0;
-        let own = procs::cpu_seconds(me) - own0;
-        let (busy1, total1) = procs::machine_jiffies();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        usage.add_since(proxy, start);
         let events = shared.events.load(Ordering::SeqCst);
         let failed = shared.failed.load(Ordering::SeqCst);
-        let mut latencies = self.close(&shared, set).await;
-        latencies.sort_unstable();
-        let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
-        Run {
-            events,
-            seconds,
-            latencies,
-            cpu,
-            busy,
-            other: (busy - (cpu + own) / seconds / cores).max(0.0),
-            failed,
+        let latencies = self.close(&shared, set).await;
+        usage.run(events, failed, latencies)
+    }
+
+    /// Runs paced SSE streams of every one of `targets` at once, open together, taking turns:
+    /// windows of `scale.window`, round after round (each round in a rotated order) until each
+    /// target had `shape.measure`. Only the streams whose turn it is send, so each target meets
+    /// the same machine (a noisy neighbour's burst lands on all of them alike, not on the one
+    /// that happened to run then), and each target's figures are summed over its own windows.
+    async fn run_turns(&self, targets: &[Target], shape: &Shape) -> Vec<(Target, Run)> {
+        let Mode::Paced { rate } = shape.mode else {
+            unreachable!("turns are for paced SSE streams");
+        };
+        let query = shape
+            .mode
+            .query(self.scale.event_bytes, self.origin.generation());
+        if self.scale.wait_quiet {
+            wait_quiet().await;
         }
+        let mut clients = Vec::new();
+        for (i, &target) in targets.iter().enumerate() {
+            let slot = i + 1;
+            let query = format!("{query}&slot={slot}");
+            let specs = (0..shape.streams)
+                .map(|k| self.spec(target, shape.kind, false, k, &query, rate <= 1000.0))
+                .collect();
+            // A stream counts as open on its first event, so it opens in its slot's turn.
+            self.origin.take_turn(slot);
+            let shared = Arc::new(Shared::default());
+            let mut set = JoinSet::new();
+            Self::open(&shared, &mut set, specs).await;
+            clients.push((shared, set));
+        }
+        let window = self.scale.window.min(shape.measure);
+        let rounds = (shape.measure.as_secs_f64() / window.as_secs_f64()).ceil() as usize;
+        // A warm-up round (`shape.warmup` is not used), then every target measures from then on: events reach a client only
+        // in its target's turns (and right after, for those still on their way).
+        let mut usage = vec![Usage::default(); targets.len()];
+        for round in 0..=rounds {
+            for i in rotated(&(0..targets.len()).collect::<Vec<_>>(), round) {
+                let proxy = self.proxy(targets[i]);
+                self.origin.take_turn(i + 1);
+                let start = Usage::now(proxy);
+                tokio::time::sleep(window).await;
+                if round > 0 {
+                    usage[i].add_since(proxy, start);
+                }
+            }
+            if round == 0 {
+                clients.iter().for_each(|(shared, _)| shared.measure(true));
+            }
+        }
+        self.origin.take_turn(0);
+        clients.iter().for_each(|(shared, _)| shared.measure(false));
+        let mut runs = Vec::new();
+        for ((shared, set), (&target, usage)) in clients.into_iter().zip(targets.iter().zip(usage))
+        {
+            let events = shared.events.load(Ordering::SeqCst);
+            let failed = shared.failed.load(Ordering::SeqCst);
+            let latencies = stop_clients(&shared, set).await;
+            runs.push((target, usage.run(events, failed, latencies)));
+        }
+        self.origin.end_run();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        runs
     }
 
     fn log(&self, scenario: &str, rep: usize, who: &str, run: &Run) {
         eprintln!(
-            "{scenario} rep {} {who:>16}: {:>9.0} ev/s  p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  proxy cpu {:.2} s  machine busy {:.0}% (other work {:.0}%)  failed {}",
+            "{scenario} rep {} {who:>16}: {:>9.0} ev/s  p50 {:>8.1} µs  p99 {:>8.1} µs  p99.9 {:>8.1} µs  proxy cpu {:.2} s  machine busy {:.0}% (other work {:.0}%, stolen {:.0}%)  failed {}",
             rep + 1,
             run.rate(),
             run.us(0.5),
@@ -304,6 +415,7 @@ impl Bench {
             run.cpu,
             run.busy * 100.0,
             run.other * 100.0,
+            run.stolen * 100.0,
             run.failed
         );
     }
@@ -325,14 +437,12 @@ impl Bench {
         );
         for rep in 0..self.scale.reps {
             let mut direct = None;
-            let mut runs = Vec::new();
-            for target in rotated(&self.targets(), rep) {
-                let run = self.run(target, false, &shape).await;
-                self.log("P1", rep, target.name(), &run);
-                if target == Target::Direct {
+            let runs = self.run_turns(&rotated(&self.targets(), rep), &shape).await;
+            for (target, run) in &runs {
+                self.log("P1", rep, target.name(), run);
+                if *target == Target::Direct {
                     direct = Some(QUANTILES.map(|(q, _)| run.us(q)));
                 }
-                runs.push((target, run));
             }
             for (target, run) in runs {
                 let r = &mut self.report;
@@ -350,6 +460,7 @@ impl Bench {
                 }
                 r.add(&s, "machine CPU busy (%)", target, run.busy * 100.0);
                 r.add(&s, "CPU of other work (%)", target, run.other * 100.0);
+                r.add(&s, "CPU stolen by the host (%)", target, run.stolen * 100.0);
                 if target != Target::Direct {
                     r.add(
                         "P4 CPU (P1 runs)",
