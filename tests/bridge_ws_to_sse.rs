@@ -672,6 +672,18 @@ async fn the_origins_close_is_answered_with_its_code_and_the_origin_closes_its_c
 }
 
 #[tokio::test]
+async fn an_origin_that_ignores_the_close_is_dropped_after_a_mebibyte_not_after_the_grace() {
+    let (_proxy, client, mut origin) = open_raw(Vec::new(), "").await;
+    drop(client);
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!((b0, code_of(&payload)), (0x88, 1000), "the proxy's close");
+    let written = within("the proxy to drop the origin", flood_until_dropped(origin)).await;
+    // 1 MiB read and dropped, plus what the two sockets' buffers held (at most 4 + 32 MiB
+    // here); for the 5 s of the close grace it would be gigabytes.
+    assert!(written < 64 << 20, "{written} bytes taken after the close");
+}
+
+#[tokio::test]
 async fn on_connect_and_back_channel_messages_reach_the_origin_as_masked_frames() {
     let (url, origin) = raw_origin(switching, Vec::new()).await;
     let proxy = Proxy::start(&config_with_routes(&format!(

@@ -411,6 +411,20 @@ async fn frames_the_origin_sends_together_with_its_101_reach_the_client() {
 }
 
 #[tokio::test]
+async fn an_origin_that_ignores_the_close_of_a_gone_client_is_dropped_after_a_mebibyte() {
+    let (_proxy, client, origin) = relay_of_raw(switching, Vec::new()).await;
+    let mut origin = within("the origin's handshake", origin).await.unwrap();
+    drop(client);
+    let (b0, payload) = read_client_frame(&mut origin).await;
+    assert_eq!(b0, 0x88, "the proxy's close");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    let written = within("the proxy to drop the origin", flood_until_dropped(origin)).await;
+    // 1 MiB read and dropped, plus what the two sockets' buffers held (at most 4 + 32 MiB
+    // here); for the 5 s of the close grace it would be gigabytes.
+    assert!(written < 64 << 20, "{written} bytes taken after the close");
+}
+
+#[tokio::test]
 async fn a_masked_frame_from_the_origin_closes_the_client_with_1011() {
     let mut frame = vec![0x81, 0x80 | 4, 1, 2, 3, 4];
     frame.extend(b"evil".iter().zip([1u8, 2, 3, 4]).map(|(b, m)| b ^ m));

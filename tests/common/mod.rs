@@ -1456,6 +1456,32 @@ pub async fn assert_the_origin_closes_first(mut origin: tokio::net::TcpStream) {
     );
 }
 
+/// Plays an origin that ignores the proxy's close: writes 16 KiB text frames as fast as the
+/// proxy takes them, never reading, until the proxy drops the connection. Returns the bytes
+/// written by then (of which up to the socket buffers' worth never reached the proxy).
+pub async fn flood_until_dropped(mut origin: tokio::net::TcpStream) -> usize {
+    use tokio::io::AsyncWriteExt;
+    let mut frame = vec![0x81, 126];
+    frame.extend_from_slice(&16_384u16.to_be_bytes());
+    frame.resize(4 + 16_384, b'x');
+    let mut written = 0;
+    loop {
+        match origin.write_all(&frame).await {
+            Ok(()) => written += frame.len(),
+            Err(err) => {
+                assert!(
+                    matches!(
+                        err.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ),
+                    "the proxy dropped the connection: {err}"
+                );
+                return written;
+            }
+        }
+    }
+}
+
 /// Reads one frame the proxy wrote to an origin: it must be masked (the proxy is the client).
 /// Returns the first byte (FIN and opcode) and the unmasked payload.
 pub async fn read_client_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {

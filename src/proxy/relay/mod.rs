@@ -36,6 +36,11 @@ use side::{keepalive, write_side, Side, State};
 
 /// How long a closing side may take to finish its close handshake before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// What a side that was sent a close may still send, read and dropped by the proxy, before it
+/// is taken to ignore the close and its connection is dropped: room for the frames a peer had
+/// under way when the close reached it, not for a peer that goes on flooding for all of
+/// [`CLOSE_GRACE`].
+pub const CLOSE_DISCARD: usize = 1024 * 1024;
 /// The smallest room a read gets, and the largest.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
@@ -154,6 +159,7 @@ where
             progress |= self.write(cx);
             progress |= self.client.poll_finish(cx);
             progress |= self.upstream.poll_finish(cx);
+            self.log_ignored_close();
             if self.client.state == State::Gone && self.upstream.state == State::Gone {
                 return Poll::Ready(());
             }
@@ -202,7 +208,7 @@ where
             &mut self.log,
         );
         match found {
-            Found::Nothing => {}
+            Found::Nothing | Found::IgnoredClose => {}
             Found::Close => self.side_closed(CloseReason::ClientGone),
             Found::End => {
                 self.end(CloseReason::ClientGone);
@@ -229,7 +235,7 @@ where
             &mut self.log,
         );
         match found {
-            Found::Nothing => {}
+            Found::Nothing | Found::IgnoredClose => {}
             Found::Close => self.side_closed(CloseReason::UpstreamEnd),
             Found::End => {
                 if self.mode == Mode::Relaying {
@@ -253,6 +259,16 @@ where
             }
         }
         progress
+    }
+
+    /// Says so when a side was dropped for sending more than [`CLOSE_DISCARD`] after its close.
+    fn log_ignored_close(&mut self) {
+        if self.upstream.take_ignored_close() {
+            tracing::warn!(route = %self.route, limit = CLOSE_DISCARD, "upstream WebSocket kept sending after the close; dropped");
+        }
+        if self.client.take_ignored_close() {
+            tracing::debug!(route = %self.route, limit = CLOSE_DISCARD, "WebSocket client kept sending after the close; dropped");
+        }
     }
 
     /// A side's close frame was passed on: the other side has [`CLOSE_GRACE`] to answer.

@@ -18,6 +18,9 @@ pub(super) enum Found {
     Close,
     End,
     Fault(FrameError),
+    /// It was sent a close, and went on sending past [`CLOSE_DISCARD`](super::CLOSE_DISCARD):
+    /// it is gone.
+    IgnoredClose,
 }
 
 /// Reads `src` while `dst` has room, passing its data frames (and its close, while relaying)
@@ -100,6 +103,9 @@ where
                     bytes += payload as u64;
                 } else {
                     skip(src, dst, &mut pass, len);
+                    if src.state == State::Gone {
+                        break Found::IgnoredClose;
+                    }
                 }
             }
             Frame::Close { .. } => {
@@ -139,7 +145,8 @@ where
 }
 
 /// Passes on the frames gathered so far, then drops the `len` bytes of a frame that stays
-/// here.
+/// here (counted against [`CLOSE_DISCARD`](super::CLOSE_DISCARD) once `src` was sent a
+/// close).
 fn skip<A, B>(src: &mut Side<A>, dst: &mut Side<B>, pass: &mut usize, len: usize)
 where
     A: RelayIo,
@@ -151,4 +158,7 @@ where
         *pass = 0;
     }
     src.rbuf.advance(len);
+    if src.close_sent {
+        src.discard(len);
+    }
 }

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::{MAX_READ, MIN_READ};
+use super::{CLOSE_DISCARD, MAX_READ, MIN_READ};
 use crate::proxy::websocket::{Keepalive, KeepaliveAction};
 use crate::ws::frame::OP_PING;
 use crate::ws::{close_frame, control_frame, FrameReader, Sender};
@@ -77,6 +77,10 @@ pub(in crate::proxy) struct Side<IO> {
     pub(in crate::proxy) alive: Keepalive,
     /// Since when `out` has been full without the side taking a byte.
     pub(in crate::proxy) stalled_since: Option<Instant>,
+    /// Bytes read from it and dropped since it was sent a close.
+    discarded: usize,
+    /// It was dropped for sending more than [`CLOSE_DISCARD`] after its close; not yet logged.
+    ignored_close: bool,
 }
 
 impl<IO: RelayIo> Side<IO> {
@@ -102,6 +106,8 @@ impl<IO: RelayIo> Side<IO> {
             eof: false,
             alive: Keepalive::new(ping),
             stalled_since: None,
+            discarded: 0,
+            ignored_close: false,
         }
     }
 
@@ -134,6 +140,21 @@ impl<IO: RelayIo> Side<IO> {
         self.out_len = 0;
         self.needs_flush = false;
         self.stalled_since = None;
+    }
+
+    /// Counts `n` bytes read from the side and dropped after it was sent a close; past
+    /// [`CLOSE_DISCARD`] the side ignores the close, and is dropped.
+    pub(in crate::proxy) fn discard(&mut self, n: usize) {
+        self.discarded += n;
+        if self.discarded > CLOSE_DISCARD && self.state != State::Gone {
+            self.gone();
+            self.ignored_close = true;
+        }
+    }
+
+    /// Whether the side was dropped for ignoring its close, once: for the log line.
+    pub(in crate::proxy) fn take_ignored_close(&mut self) -> bool {
+        std::mem::take(&mut self.ignored_close)
     }
 
     pub(in crate::proxy) fn can_take_data(&self) -> bool {
@@ -237,7 +258,8 @@ impl<IO: RelayIo> Side<IO> {
         if self.sender == Sender::Server && !self.eof {
             // RFC 6455 section 7.1.1: the server closes the TCP connection first, so that the
             // TIME_WAIT is its own and not one of the proxy's ports towards it. What it still
-            // sends is dropped; `CLOSE_GRACE` bounds the wait.
+            // sends is dropped; `CLOSE_GRACE` bounds the wait, `CLOSE_DISCARD` what it may
+            // send meanwhile.
             return self.poll_discard(cx);
         }
         if let Some(io) = self.io.as_mut() {
@@ -251,16 +273,21 @@ impl<IO: RelayIo> Side<IO> {
 }
 
 impl<IO: RelayIo> Side<IO> {
-    /// Reads and drops what the side sends until its end of stream; true when it read.
+    /// Reads and drops what the side sends until its end of stream (or until it sent more than
+    /// [`CLOSE_DISCARD`]); true when it read.
     fn poll_discard(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(io) = self.io.as_mut() else {
             return false;
         };
-        let mut scrap = [0u8; 1024];
+        let mut scrap = [0u8; 8 * 1024];
         let mut scrap = tokio::io::ReadBuf::new(&mut scrap);
         match Pin::new(io).poll_read(cx, &mut scrap) {
             Poll::Pending => false,
-            Poll::Ready(Ok(())) if !scrap.filled().is_empty() => true,
+            Poll::Ready(Ok(())) if !scrap.filled().is_empty() => {
+                let n = scrap.filled().len();
+                self.discard(n);
+                true
+            }
             Poll::Ready(_) => {
                 self.eof = true;
                 true

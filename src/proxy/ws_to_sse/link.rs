@@ -278,6 +278,12 @@ impl Link {
         Ok(())
     }
 
+    /// Whether the origin was dropped for sending more than
+    /// [`CLOSE_DISCARD`](crate::proxy::relay::CLOSE_DISCARD) after the close; once.
+    pub(super) fn ignored_close(&mut self) -> bool {
+        self.side.take_ignored_close()
+    }
+
     /// Writes what is queued (the close frame), waits for the origin to close the TCP
     /// connection first (RFC 6455 section 7.1.1), then shuts it down. The caller bounds the
     /// wait.

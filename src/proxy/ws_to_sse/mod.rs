@@ -20,7 +20,7 @@ use super::backchannel::{send_path, BackMessage, SessionGuard};
 use super::events::{self, EventSender, StreamOptions};
 use super::headers::{self, LAST_EVENT_ID};
 use super::relay::side::fresh_mask as mask;
-use super::relay::CLOSE_GRACE;
+use super::relay::{CLOSE_DISCARD, CLOSE_GRACE};
 use super::translate;
 use super::ws::handshake_headers;
 use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RequestBody, RouteState};
@@ -228,6 +228,9 @@ async fn pump(
     }
     let finish = std::future::poll_fn(|cx| link.poll_finish(cx));
     let _ = tokio::time::timeout(CLOSE_GRACE, finish).await;
+    if link.ignored_close() {
+        tracing::warn!(route = %route.name, limit = CLOSE_DISCARD, "upstream WebSocket kept sending after the close; dropped");
+    }
 }
 
 /// How the stream ends when the upstream stopped it; queues the close frame the origin gets.
