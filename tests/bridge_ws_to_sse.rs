@@ -712,6 +712,39 @@ async fn on_connect_and_back_channel_messages_reach_the_origin_as_masked_frames(
 }
 
 #[tokio::test]
+async fn back_channel_messages_that_queue_up_while_the_link_is_busy_all_reach_the_origin() {
+    // One worker: the pipelined POSTs are all taken before the link runs again, so more than a
+    // full queue (two messages of max_message) waits in the channel, and the origin's socket
+    // takes them all at once.
+    let (url, origin) = raw_origin(switching, Vec::new()).await;
+    let proxy = Proxy::start(&format!(
+        "workers: 1\n{}",
+        config_with_routes(&format!(
+            "  - path: {ROUTE}\n    upstream: {url}\n    heartbeat: 0\n    max_message: 1KiB\n"
+        ))
+    ))
+    .await;
+    let (mut client, _, _) = SseClient::get(proxy.addr(), ROUTE, &[]).await;
+    let mut origin = within("the origin's handshake", origin).await.unwrap();
+    let (_, send) = client.bridge("bridge").await;
+    let mut raw = RawClient::connect(proxy.addr()).await;
+    let mut pipelined = String::new();
+    for i in 0..8 {
+        let body = format!("{i:0>1000}");
+        pipelined.push_str(&format!(
+            "POST {send} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    }
+    raw.send(&pipelined).await;
+    for i in 0..8 {
+        let (b0, payload) = read_client_frame(&mut origin).await;
+        assert_eq!((b0, payload), (0x81, format!("{i:0>1000}").into_bytes()));
+    }
+}
+
+#[tokio::test]
 async fn an_origin_that_takes_no_back_channel_messages_is_dropped_and_the_stream_aborted() {
     // The origin never reads, and its receive buffer is small: the proxy's queue towards it
     // (two messages of max_message) fills once the sockets' buffers have.

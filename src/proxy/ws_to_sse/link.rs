@@ -146,20 +146,38 @@ impl Link {
     }
 
     /// Writes the queue to the origin, topped up from the back channel while it has room.
+    ///
+    /// Taking stops either at an empty channel (whose waker then wakes the task for the next
+    /// message) or at a full queue (whose socket then wakes it once it takes more). When the
+    /// socket takes the whole queue at once, neither will: the channel is looked at again here,
+    /// or its waiting messages, and every later one, would wait for the origin to send.
     fn write(
         &mut self,
         cx: &mut Context<'_>,
         back: &mut mpsc::Receiver<BackMessage>,
     ) -> std::io::Result<()> {
-        while self.side.can_take_data() && self.side.out_len < self.limit {
-            let Poll::Ready(Some(message)) = back.poll_recv(cx) else {
-                break;
-            };
-            let opcode = if message.binary { OP_BINARY } else { OP_TEXT };
-            let frame = message_frame(opcode, &message.payload, self.side.mask());
-            self.side.queue(frame);
+        for _ in 0..READS_PER_POLL {
+            let mut taken_to_the_limit = false;
+            while self.side.can_take_data() {
+                if self.side.out_len >= self.limit {
+                    taken_to_the_limit = true;
+                    break;
+                }
+                let Poll::Ready(Some(message)) = back.poll_recv(cx) else {
+                    break;
+                };
+                let opcode = if message.binary { OP_BINARY } else { OP_TEXT };
+                let frame = message_frame(opcode, &message.payload, self.side.mask());
+                self.side.queue(frame);
+            }
+            write_side(&mut self.side, cx, self.limit)?;
+            if !taken_to_the_limit || self.side.out_len >= self.limit {
+                return Ok(());
+            }
         }
-        write_side(&mut self.side, cx, self.limit).map(drop)
+        // Still taking after a round of writes: the worker's other tasks run first.
+        cx.waker().wake_by_ref();
+        Ok(())
     }
 
     /// Cuts the frames out of the read buffer: whole messages become events in `out`, pings
