@@ -292,15 +292,15 @@ async fn serve_sse(
                     }
                 }
                 let mut pacer = Pacer::new(rate);
-                let mut base = None;
+                // A turn's `due` counts from its start (at 1).
+                let base = seq;
                 loop {
                     tokio::select! {
                         due = pacer.tick() => {
                             if turn.as_ref().is_some_and(|t| !*t.borrow()) {
                                 break;
                             }
-                            // Counted from this turn's start: a turn's `due` starts at 1.
-                            let due = due + *base.get_or_insert(seq);
+                            let due = due + base;
                             buf.clear();
                             while seq < due {
                                 chunk(&mut buf, |b| sse_event(b, seq, now_ns(), p.size));

@@ -105,7 +105,28 @@ async fn stop_clients(shared: &Shared, mut set: JoinSet<Vec<u64>>) -> Vec<u64> {
     all
 }
 
-/// What the machine and the processes used over some stretch of time.
+/// The clocks [`Usage`] is counted on, read at one moment.
+struct Mark {
+    at: Instant,
+    /// CPU seconds of the proxy process(es) so far.
+    proxy: f64,
+    /// CPU seconds of the bench process (origin and clients) so far.
+    own: f64,
+    jiffies: procs::Jiffies,
+}
+
+impl Mark {
+    fn now(proxy: Option<&Proxy>) -> Mark {
+        Mark {
+            at: Instant::now(),
+            proxy: proxy.map_or(0.0, Proxy::cpu_seconds),
+            own: procs::cpu_seconds(std::process::id()),
+            jiffies: procs::machine_jiffies(),
+        }
+    }
+}
+
+/// What the machine and the processes used over some stretches of time.
 #[derive(Clone, Copy, Default)]
 struct Usage {
     seconds: f64,
@@ -117,24 +138,13 @@ struct Usage {
 }
 
 impl Usage {
-    fn now(proxy: Option<&Proxy>) -> (Instant, Usage) {
-        let usage = Usage {
-            seconds: 0.0,
-            proxy: proxy.map_or(0.0, Proxy::cpu_seconds),
-            own: procs::cpu_seconds(std::process::id()),
-            jiffies: procs::machine_jiffies(),
-        };
-        (Instant::now(), usage)
-    }
-
-    /// Adds what was used since `then`, taken by [`Usage::now`].
-    fn add_since(&mut self, proxy: Option<&Proxy>, then: (Instant, Usage)) {
-        let (now, usage) = Usage::now(proxy);
-        let (start, before) = then;
-        self.seconds += (now - start).as_secs_f64();
-        self.proxy += usage.proxy - before.proxy;
-        self.own += usage.own - before.own;
-        let (j, j0) = (usage.jiffies, before.jiffies);
+    /// Adds what was used since `start`.
+    fn add_since(&mut self, proxy: Option<&Proxy>, start: Mark) {
+        let end = Mark::now(proxy);
+        self.seconds += (end.at - start.at).as_secs_f64();
+        self.proxy += end.proxy - start.proxy;
+        self.own += end.own - start.own;
+        let (j, j0) = (end.jiffies, start.jiffies);
         self.jiffies.busy += j.busy - j0.busy;
         self.jiffies.total += j.total - j0.total;
         self.jiffies.steal += j.steal - j0.steal;
@@ -330,7 +340,7 @@ impl Bench {
         tokio::time::sleep(shape.warmup).await;
         let proxy = self.proxy(target);
         let mut usage = Usage::default();
-        let start = Usage::now(proxy);
+        let start = Mark::now(proxy);
         shared.measure(true);
         tokio::time::sleep(shape.measure).await;
         shared.measure(false);
@@ -372,14 +382,15 @@ impl Bench {
         }
         let window = self.scale.window.min(shape.measure);
         let rounds = (shape.measure.as_secs_f64() / window.as_secs_f64()).ceil() as usize;
-        // A warm-up round (`shape.warmup` is not used), then every target measures from then on: events reach a client only
-        // in its target's turns (and right after, for those still on their way).
+        // A warm-up round (instead of `shape.warmup`), then every target measures from then on:
+        // events reach a client only in its target's turns (and right after, for those still on
+        // their way).
         let mut usage = vec![Usage::default(); targets.len()];
         for round in 0..=rounds {
             for i in rotated(&(0..targets.len()).collect::<Vec<_>>(), round) {
                 let proxy = self.proxy(targets[i]);
                 self.origin.take_turn(i + 1);
-                let start = Usage::now(proxy);
+                let start = Mark::now(proxy);
                 tokio::time::sleep(window).await;
                 if round > 0 {
                     usage[i].add_since(proxy, start);

@@ -41,6 +41,16 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// under way when the close reached it, not for a peer that goes on flooding for all of
 /// [`CLOSE_GRACE`].
 pub const CLOSE_DISCARD: usize = 1024 * 1024;
+/// The log line of an origin dropped for sending more than [`CLOSE_DISCARD`] after its close
+/// (by the relay and by the WS -> SSE bridge).
+pub(super) fn warn_upstream_ignored_close(route: &str) {
+    tracing::warn!(
+        route,
+        limit = CLOSE_DISCARD,
+        "upstream WebSocket kept sending after the close; dropped"
+    );
+}
+
 /// The smallest room a read gets, and the largest.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
@@ -264,7 +274,7 @@ where
     /// Says so when a side was dropped for sending more than [`CLOSE_DISCARD`] after its close.
     fn log_ignored_close(&mut self) {
         if self.upstream.take_ignored_close() {
-            tracing::warn!(route = %self.route, limit = CLOSE_DISCARD, "upstream WebSocket kept sending after the close; dropped");
+            warn_upstream_ignored_close(&self.route);
         }
         if self.client.take_ignored_close() {
             tracing::debug!(route = %self.route, limit = CLOSE_DISCARD, "WebSocket client kept sending after the close; dropped");

@@ -20,7 +20,7 @@ use super::backchannel::{send_path, BackMessage, SessionGuard};
 use super::events::{self, EventSender, StreamOptions};
 use super::headers::{self, LAST_EVENT_ID};
 use super::relay::side::fresh_mask as mask;
-use super::relay::{CLOSE_DISCARD, CLOSE_GRACE};
+use super::relay::{warn_upstream_ignored_close, CLOSE_GRACE};
 use super::translate;
 use super::ws::handshake_headers;
 use super::{error_response, upstream_failed, ConnInfo, Proxy, ProxyBody, RequestBody, RouteState};
@@ -229,7 +229,7 @@ async fn pump(
     let finish = std::future::poll_fn(|cx| link.poll_finish(cx));
     let _ = tokio::time::timeout(CLOSE_GRACE, finish).await;
     if link.ignored_close() {
-        tracing::warn!(route = %route.name, limit = CLOSE_DISCARD, "upstream WebSocket kept sending after the close; dropped");
+        warn_upstream_ignored_close(&route.name);
     }
 }
 
